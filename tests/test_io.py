@@ -1,0 +1,190 @@
+"""Image loading, input discovery, output naming, depth files and colourisation."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip2depth.errors import DataError
+from clip2depth.io import (
+    atomic_path,
+    colorize_depth,
+    expand_inputs,
+    load_depth_png16,
+    load_image,
+    output_stem,
+    output_stems,
+    save_depth_npy,
+    save_depth_png16,
+    to_rgb_uint8,
+)
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def _png16_rgb(array: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG written by hand (PIL cannot write one)."""
+    height, width, _ = array.shape
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    # Stored 4 wide × 2 high, red left column; orientation 6 = "rotate 90° clockwise to display".
+    stored = np.zeros((2, 4, 3), np.uint8)
+    stored[:, 0] = RED
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(stored).resize((40, 20), Image.NEAREST).save(path, exif=exif, quality=95)
+
+    image = load_image(path)
+
+    assert image.shape == (40, 20, 3) and image.dtype == np.uint8
+    assert np.abs(image[:8].astype(int) - RED).max() < 40  # the red column is now the top rows
+    assert image[12:].max() < 40
+
+
+def test_modes_come_back_as_rgb_uint8(tmp_path: Path) -> None:
+    gray = np.array([[0, 128], [200, 255]], np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "gray.png"), np.repeat(gray[:, :, None], 3, axis=2))
+
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., :3] = [10, 20, 30]
+    rgba[0, 0, 3] = 0  # alpha is dropped: the stored colour stays
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert (load_image(tmp_path / "rgba.png") == [10, 20, 30]).all()
+
+    palette = Image.fromarray(np.array([[0, 1]], np.uint8), "P")
+    palette.putpalette([*RED, *BLUE] + [0] * 762)
+    palette.save(tmp_path / "palette.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "palette.png"), [[RED, BLUE]])
+
+    Image.new("CMYK", (3, 2), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    assert np.abs(load_image(tmp_path / "cmyk.jpg").astype(int) - RED).max() < 10
+
+
+def test_16bit_pngs_are_scaled_not_clipped(tmp_path: Path) -> None:
+    gray16 = np.array([[0, 257 * 100], [65535, 300]], np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "gray16.png")[..., 0], [[0, 100], [255, 1]])
+
+    rgb16 = np.array([[[65535, 257 * 128, 0]]], np.uint16)
+    (tmp_path / "rgb16.png").write_bytes(_png16_rgb(rgb16))
+    assert np.abs(load_image(tmp_path / "rgb16.png")[0, 0].astype(int) - [255, 128, 0]).max() <= 1
+
+
+def test_arrays_are_normalised_like_images() -> None:
+    assert to_rgb_uint8(np.array([[0.0, 0.5, 2.0, np.nan]])).tolist() == [[[v] * 3 for v in (0, 128, 255, 0)]]
+    assert to_rgb_uint8(np.full((2, 2, 4), 7, np.uint8)).shape == (2, 2, 3)
+    with pytest.raises(DataError, match="channels last"):
+        to_rgb_uint8(np.zeros((3, 8, 8, 2), np.uint8))
+
+
+def test_unreadable_files_raise_data_error_naming_them(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.png"
+    Image.new("RGB", (64, 64), RED).save(tmp_path / "ok.png")
+    corrupt.write_bytes((tmp_path / "ok.png").read_bytes()[:60])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image\n")
+    for path in (corrupt, text, tmp_path / "missing.png", tmp_path):
+        with pytest.raises(DataError, match=str(path.name)):
+            load_image(path)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def test_expand_inputs_folders_globs_and_problems(tmp_path: Path) -> None:
+    for rel in ("a/img.jpg", "b/img.jpg", "b/c/clip.MP4", "b/notes.txt", "b/.hidden.png", "top.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"whatever")  # listed by name; reading reports corrupt ones
+
+    paths, problems = expand_inputs(
+        [
+            str(tmp_path / "b"),
+            str(tmp_path / "*.png"),
+            str(tmp_path / "b/img.jpg"),
+            str(tmp_path / "nope"),
+            str(tmp_path / "*.gif"),
+        ]
+    )
+
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["b/c/clip.MP4", "b/img.jpg", "top.png"]
+    assert [reason for _, reason in problems] == ["no such file or folder", "pattern matches no image or video files"]
+
+
+def test_output_stems_do_not_collide(tmp_path: Path) -> None:
+    assert output_stem(tmp_path / "a" / "b" / "img.jpg", tmp_path) == "a__b__img"
+    assert output_stem(tmp_path / "img.v2.jpg") == "img.v2"
+    inputs = [tmp_path / "a/img.jpg", tmp_path / "b/img.jpg", tmp_path / "b/img.png", tmp_path / "b/x.jpg"]
+    assert output_stems(inputs) == ["a__img", "b__img_jpg", "b__img_png", "b__x"]
+
+
+# --------------------------------------------------------------------------------------------- writes
+
+
+def test_atomic_path_leaves_target_untouched_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        assert tmp.suffix == ".json" and tmp.parent == tmp_path
+        tmp.write_text("half")
+        raise RuntimeError
+    assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_depth_png16_round_trip_and_invalid(tmp_path: Path) -> None:
+    depth = np.random.default_rng(0).uniform(0.1, 60.0, (5, 7))
+    depth[0, 0], depth[0, 1], depth[0, 2] = np.nan, np.inf, -1.0
+    save_depth_png16(depth, tmp_path / "d.png")
+
+    back = load_depth_png16(tmp_path / "d.png", 1000.0)
+
+    assert back.dtype == np.float32 and back.shape == depth.shape
+    assert (back[0, :3] == 0).all()
+    assert np.abs(back[1:] - depth[1:]).max() <= 0.001
+
+
+def test_depth_npy_keeps_float32_metres(tmp_path: Path) -> None:
+    depth = np.array([[0.25, np.nan], [3.5, 80.0]])
+    save_depth_npy(depth, tmp_path / "d.npy")
+    back = np.load(tmp_path / "d.npy")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, depth.astype(np.float32))
+
+
+def test_depth_png16_warns_when_clipping(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="clip2depth.io"):
+        save_depth_png16(np.array([[1.0, 300.0]]), tmp_path / "far.png", scale=256.0)
+    assert "clipped" in caplog.text
+    np.testing.assert_allclose(load_depth_png16(tmp_path / "far.png", 256.0), [[1.0, 65535 / 256]])
+
+
+def test_colorize_depth_shapes_and_near_is_warm() -> None:
+    depth = np.tile(np.linspace(1.0, 10.0, 16), (12, 1))
+    depth[0, 0] = np.nan
+
+    plain = colorize_depth(depth)
+    with_bar = colorize_depth(depth, colorbar=True, vmin=0.5, vmax=12.0)
+
+    assert plain.shape == (12, 16, 3) and plain.dtype == np.uint8
+    assert with_bar.shape[0] == 12 and with_bar.shape[1] > 16
+    assert (plain[0, 0] == 0).all()
+    near, far = plain[6, 0].astype(int), plain[6, -1].astype(int)
+    assert near[0] > near[2] and far[2] > far[0]
