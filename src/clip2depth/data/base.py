@@ -1,0 +1,188 @@
+"""What every dataset shares: the sample format, file readers and the packaged split lists.
+
+A sample is a dict:
+
+- ``image``: float32 tensor (3, H, W), RGB in [0, 1] (8-bit pixels / 255);
+- ``depth``: float32 tensor (1, H, W), metres, 0 = no measurement;
+- ``focal``: float, focal length in pixels;
+- ``path``: str, the RGB file (or a ``file.mat#index`` reference);
+- ``name``: str, a file stem for outputs (the name BTS's evaluator expects where there is one);
+- optionally ``crop_box``: (top, left, h, w) of the input inside the ground truth (KITTI evaluation).
+
+Unreadable or missing files raise :class:`~clip2depth.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from clip2depth.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+Sample: TypeAlias = dict[str, Any]
+Transform: TypeAlias = Callable[[Sample], Sample]
+
+NYU_FOCAL = 518.8579
+"""Focal length (pixels) of the NYU Kinect RGB camera at 640×480; the default for unknown cameras."""
+
+_SPLITS_PACKAGE = "clip2depth.data"
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers.
+
+
+def read_rgb(path: str | Path) -> torch.Tensor:
+    """Read an image file as an RGB float32 tensor (3, H, W) in [0, 1]."""
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"), dtype=np.float32)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found; check the data root and the list file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read image ({exc}); the file is corrupt or not an image") from None
+    return torch.from_numpy(arr / 255.0).permute(2, 0, 1).contiguous()
+
+
+def read_depth(path: str | Path, *, scale: float) -> torch.Tensor:
+    """Read a depth map as a float32 tensor (1, H, W) in metres, 0 = no measurement.
+
+    PNG (or any single-channel image) holds integer depth: metres = value / ``scale`` (1000 for NYU
+    millimetres, 256 for KITTI). A ``.npy`` file holds float metres and ``scale`` is not applied.
+    Non-finite values become 0.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        depth = _read_npy(path)
+    else:
+        depth = _read_depth_image(path) / float(scale)
+    depth[~np.isfinite(depth)] = 0.0
+    return torch.from_numpy(depth.astype(np.float32))[None]
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: depth file not found; check the data root and the list file") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read .npy depth ({exc}); save it with numpy.save") from None
+    arr = np.squeeze(np.asarray(arr))
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"{path}: expected a numeric H×W depth array in metres, got {arr.dtype} {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def _read_depth_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            if len(img.getbands()) != 1:
+                raise DataError(
+                    f"{path}: depth image has mode {img.mode}; expected a single-channel (16-bit) depth PNG"
+                )
+            arr = np.asarray(img, dtype=np.float64)
+    except FileNotFoundError:
+        raise DataError(f"{path}: depth file not found; check the data root and the list file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read depth image ({exc}); the file is corrupt") from None
+    return arr
+
+
+def read_list(path: str | Path) -> list[str]:
+    """Non-empty, non-comment lines of a list file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: list file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read list file ({exc})") from None
+    return _lines(text)
+
+
+def packaged_list(filename: str) -> list[str]:
+    """Lines of a split list shipped in ``clip2depth/data/splits`` (``.gz`` files are decompressed)."""
+    data = resources.files(_SPLITS_PACKAGE).joinpath("splits", filename).read_bytes()
+    if filename.endswith(".gz"):
+        data = gzip.decompress(data)
+    return _lines(data.decode())
+
+
+def parse_list(lines: list[str], source: str) -> tuple[list[tuple[str, str, float]], int]:
+    """Parse ``rgb depth [focal]`` lines into ``(rgb, depth, focal)`` entries.
+
+    A missing focal defaults to :data:`NYU_FOCAL`. Lines whose depth is ``None`` (no ground truth,
+    e.g. 45 KITTI Eigen test frames) are left out; their number is returned as the second value.
+    ``source`` names the list in error messages.
+    """
+    entries: list[tuple[str, str, float]] = []
+    skipped = 0
+    for number, line in enumerate(lines, start=1):
+        parts = line.split()
+        if len(parts) not in (2, 3):
+            raise DataError(f"{source}, line {number}: expected 'rgb depth [focal]', got {line!r}")
+        if parts[1] == "None":
+            skipped += 1
+            continue
+        try:
+            focal = float(parts[2]) if len(parts) == 3 else NYU_FOCAL
+        except ValueError:
+            raise DataError(f"{source}, line {number}: focal {parts[2]!r} is not a number") from None
+        entries.append((parts[0], parts[1], focal))
+    return entries, skipped
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def require_dir(path: str | Path, what: str) -> Path:
+    """``path`` as a Path, or a DataError when it is not an existing directory."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise DataError(f"{what} {p} is not a directory; pass the right --data-root")
+    return p
+
+
+# --------------------------------------------------------------------------------------------------
+# Base class.
+
+
+class DepthDataset(Dataset):
+    """Base of every dataset: ``__getitem__`` loads a sample (see module docstring), then applies
+    ``transform`` when one is given.
+
+    Class attributes tell the evaluator which protocol applies: ``min_depth`` / ``max_depth``
+    (metres, valid ground truth is strictly between them) and ``default_crop`` (a name of
+    :data:`clip2depth.metrics.CROPS`, or None).
+    """
+
+    min_depth: float = 1e-3
+    max_depth: float = 10.0
+    default_crop: str | None = None
+
+    def __init__(self, *, transform: Transform | None = None) -> None:
+        self.transform = transform
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> Sample:
+        """The untransformed sample ``index``."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of length {len(self)}")
+        sample = self.load(index)
+        return self.transform(sample) if self.transform is not None else sample
