@@ -11,6 +11,7 @@ from PIL import Image
 import clip2depth
 from clip2depth.config import PAPER_PROMPT
 from clip2depth.models.clip_backbone import build_clip
+from clip2depth.models.inference import network_size
 from clip2depth.models.prompt_encoder import PromptEncoder
 
 
@@ -253,7 +254,7 @@ def test_infer_batch_matches_single_inference(tiny_model):
 
 def test_infer_max_side_downscales_but_returns_full_size(tiny_model):
     arr = np.zeros((200, 400, 3), dtype=np.uint8)
-    assert tiny_model._network_size(200, 400, 128) == (64, 128)
+    assert network_size(200, 400, 16, max_side=128) == (64, 128)
     assert tiny_model.infer(arr, max_side=128).shape == (200, 400)
 
 

@@ -14,12 +14,15 @@ from .errors import ConfigError
 from .models.clip2depth import Clip2Depth
 from .models.clip_backbone import build_clip
 from .models.decoder import FiLMDepthDecoder, default_head_strides
+from .models.depthclip import DepthCLIP, build_depthclip
 from .models.image_encoder import FrozenImageEncoder
 from .models.prompt_encoder import PromptEncoder
 
 logger = logging.getLogger(__name__)
 
 HF_PREFIX = "hf-hub:"
+# Zero-shot baselines (SPEC §4): built from their own config dataclass, not a preset JSON.
+BASELINES = {"depthclip-rn50": build_depthclip}
 
 
 def build_model(config: ModelConfig, *, clip_weights: str | None, device: str | torch.device = "cpu") -> Clip2Depth:
@@ -78,8 +81,8 @@ def create_model(
     pretrained: str | None = None,
     device: str | torch.device = "cpu",
     **overrides: Any,
-) -> Clip2Depth:
-    """Build a CLIP2Depth model.
+) -> Clip2Depth | DepthCLIP:
+    """Build a CLIP2Depth model (or the ``depthclip-rn50`` zero-shot baseline).
 
     Args:
         name_or_dir: a preset name (see :func:`clip2depth.list_models`), a directory written by
@@ -94,6 +97,8 @@ def create_model(
         The model in eval mode; trained weights loaded when ``name_or_dir`` is a directory.
     """
     name = str(name_or_dir)
+    if name in BASELINES:
+        return BASELINES[name](pretrained=pretrained, device=device, **overrides)
     if name.startswith(HF_PREFIX):
         name = _resolve_hub(name)
     if is_model_dir(name):

@@ -61,6 +61,9 @@ def count_flops(model: Clip2Depth, height: int, width: int) -> dict[str, float]:
     """
     model.eval()
     x = torch.zeros(1, 3, height, width, device=model.device)
+    if not isinstance(model, Clip2Depth):  # baselines: one number for the whole forward pass
+        total = _flops(lambda: model(x)) / 1e9
+        return {"image_encoder": total, "decoder": 0.0, "per_image": total, "query_once": 0.0}
     query_flops = _flops(model.prompt_encoder.compute_query)
     features = model.image_encoder(x)
     encoder_flops = _flops(lambda: model.image_encoder(x))

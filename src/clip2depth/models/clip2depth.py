@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from .decoder import FiLMDepthDecoder
 from .image_encoder import FrozenImageEncoder
+from .inference import predict_depth
 from .prompt_encoder import PromptEncoder
 
 
@@ -89,13 +89,6 @@ class Clip2Depth(nn.Module):
 
     # ------------------------------------------------------------------ inference
 
-    def _network_size(self, h: int, w: int, max_side: int | None) -> tuple[int, int]:
-        scale = 1.0
-        if max_side is not None and max(h, w) > max_side:
-            scale = max_side / max(h, w)
-        p = self.patch_size
-        return max(p, round(h * scale / p) * p), max(p, round(w * scale / p) * p)
-
     @torch.no_grad()
     def infer_batch(
         self, images: list[Any], *, max_side: int | None = None, flip_tta: bool = False
@@ -117,16 +110,9 @@ class Clip2Depth(nn.Module):
         groups: dict[tuple[int, int], list[int]] = {}
         for i, t in enumerate(tensors):
             groups.setdefault(tuple(t.shape[-2:]), []).append(i)
-        for (h, w), idx in groups.items():
+        for idx in groups.values():
             batch = torch.stack([tensors[i] for i in idx]).to(self.device)
-            size = self._network_size(h, w, max_side)
-            x = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True) \
-                if size != (h, w) else batch
-            depth = self(x)
-            if flip_tta:
-                depth = 0.5 * (depth + self(x.flip(-1)).flip(-1))
-            if size != (h, w):
-                depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
+            depth = predict_depth(self, batch, max_side=max_side, flip_tta=flip_tta)
             for j, i in enumerate(idx):
                 results[i] = depth[j, 0].float().cpu().numpy()
         self.train(was_training)

@@ -1,0 +1,48 @@
+"""Shape handling shared by every depth model at inference: resize to the network, predict, resize back."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def network_size(h: int, w: int, patch: int, *, max_side: int | None = None) -> tuple[int, int]:
+    """Nearest size that is a multiple of ``patch`` (after shrinking to ``max_side`` if larger)."""
+    scale = 1.0
+    if max_side is not None and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+    return max(patch, round(h * scale / patch) * patch), max(patch, round(w * scale / patch) * patch)
+
+
+@torch.no_grad()
+def predict_depth(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    size: tuple[int, int] | None = None,
+    max_side: int | None = None,
+    flip_tta: bool = False,
+) -> torch.Tensor:
+    """Depth at the images' own size for a model whose input must be a multiple of ``model.patch_size``.
+
+    Args:
+        images: B×3×H×W RGB in [0, 1].
+        size: network input size (multiple of the patch); default: nearest multiple of the patch.
+        max_side: shrink larger images to this longest side before predicting.
+        flip_tta: average with the prediction on the horizontally flipped input.
+
+    Returns:
+        B×1×H×W depth in metres.
+    """
+    h, w = images.shape[-2:]
+    size = tuple(size) if size is not None else network_size(h, w, model.patch_size, max_side=max_side)
+    x = images if size == (h, w) else F.interpolate(
+        images, size=size, mode="bilinear", align_corners=False, antialias=True
+    )
+    depth = model(x)
+    if flip_tta:
+        depth = 0.5 * (depth + model(x.flip(-1)).flip(-1))
+    if size != (h, w):
+        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
+    return depth
