@@ -10,7 +10,7 @@ import sys
 from . import __version__
 from .errors import Clip2DepthError
 
-COMMANDS = ["info"]
+COMMANDS = ["info", "eval", "predict"]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

@@ -1,0 +1,231 @@
+"""``clip2depth predict`` and :func:`clip2depth.predict.predict_paths` on the files users actually have."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import clip2depth
+from clip2depth import cli
+from clip2depth.errors import ConfigError
+from clip2depth.io import load_depth_png16, load_image
+from clip2depth.pointcloud import Intrinsics, load_ply, valid_mask
+from clip2depth.predict import CameraSpec, PredictOptions, parse_formats, predict_paths
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*argv: str) -> CliResult:
+    """``clip2depth -q predict ...`` through the real CLI entry point (with "predict" registered)."""
+    commands = cli.COMMANDS if "predict" in cli.COMMANDS else [*cli.COMMANDS, "predict"]
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setattr(cli, "COMMANDS", commands)
+        code = cli.main(["-q", "predict", *argv])
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("model")
+    clip2depth.create_model("tiny").save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> clip2depth.Clip2Depth:
+    """The model the command loads from ``--model DIR``."""
+    return clip2depth.create_model(model_dir)
+
+
+def _pattern(height: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder as users have them: good images in odd modes, and files that are not images."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 48 wide × 32 high, shown rotated 90° clockwise: 32 wide × 48 high
+    Image.fromarray(_pattern(32, 48, 1)).save(root / "rotated.jpg", exif=exif, quality=95)
+    Image.fromarray(_pattern(32, 32, 2)[:, :, 0], mode="L").save(root / "gray.png")
+    rgba = np.dstack([_pattern(32, 32, 3), np.full((32, 32), 128, np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(root / "alpha.png")
+    (root / "sub").mkdir()
+    deep = (np.linspace(0, 65535, 24 * 40).reshape(24, 40)).astype(np.uint16)
+    Image.fromarray(deep).save(root / "sub" / "deep16.png")
+    return root
+
+
+# Output stem and (H, W) of every good image in `photos`, as displayed.
+EXPECTED = {"rotated": (48, 32), "gray": (32, 32), "alpha": (32, 32), "sub__deep16": (24, 40)}
+
+
+@pytest.fixture(scope="module")
+def folder_run(model_dir: Path, photos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[CliResult, Path]:
+    out = tmp_path_factory.mktemp("out")
+    result = run_cli(str(photos), "--model", str(model_dir), "--out", str(out),
+                     "--format", "png16,npy,color,ply", "--batch-size", "2", "--device", "cpu")  # fmt: skip
+    return result, out
+
+
+def test_folder_gives_every_image_its_outputs_at_display_size(folder_run: tuple[CliResult, Path]) -> None:
+    result, out = folder_run
+
+    assert result.code == 0, result.err
+    assert "4 of 5 inputs done, 16 files written" in result.out
+    assert "1 failed:" in result.err and "broken.jpg: cannot read as an image" in result.err
+    assert "notes.txt" not in result.err  # folders are searched for image and video names only
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}{suffix}" for stem in EXPECTED for suffix in (".png", ".npy", "_color.png", ".ply")
+    )
+    for stem, (height, width) in EXPECTED.items():
+        assert np.load(out / f"{stem}.npy").shape == (height, width)
+        assert load_depth_png16(out / f"{stem}.png", 1000.0).shape == (height, width)
+        with Image.open(out / f"{stem}_color.png") as colour:
+            assert (colour.mode, colour.size) == ("RGB", (width, height))
+
+
+def test_png16_matches_model_infer_within_a_millimetre(
+    folder_run: tuple[CliResult, Path], photos: Path, model: clip2depth.Clip2Depth
+) -> None:
+    _, out = folder_run
+    expected = model.infer(load_image(photos / "rotated.jpg"))
+
+    png = load_depth_png16(out / "rotated.png", 1000.0)
+
+    assert png.shape == expected.shape == (48, 32)
+    assert np.abs(png - expected).max() <= 0.0005 + 1e-6
+    assert np.allclose(np.load(out / "rotated.npy"), expected, atol=1e-4)
+
+
+def test_ply_holds_one_coloured_point_per_valid_pixel(folder_run: tuple[CliResult, Path], photos: Path) -> None:
+    _, out = folder_run
+    depth = np.load(out / "rotated.npy")
+    rgb = load_image(photos / "rotated.jpg")
+    points, colours = load_ply(out / "rotated.ply")
+    valid = valid_mask(depth)
+    v, u = 30, 5
+    index = int(np.count_nonzero(valid.ravel()[: v * depth.shape[1] + u]))  # points are valid pixels, row-major
+    k = Intrinsics.default_for(32, 48)
+
+    assert len(points) == int(valid.sum()) > 0
+    assert points[index, 2] == pytest.approx(depth[v, u], rel=1e-6)
+    assert points[index, 0] == pytest.approx((u - k.cx) * depth[v, u] / k.fx, rel=1e-5)
+    assert points[index, 1] == pytest.approx((v - k.cy) * depth[v, u] / k.fy, rel=1e-5)
+    assert colours is not None and tuple(colours[index]) == tuple(rgb[v, u])
+
+
+def test_all_bad_inputs_exit_non_zero(model_dir: Path, photos: Path, tmp_path: Path) -> None:
+    result = run_cli(str(photos / "broken.jpg"), str(photos / "notes.txt"), "--model", str(model_dir),
+                     "--out", str(tmp_path), "--device", "cpu")  # fmt: skip
+
+    assert result.code == 1
+    assert "0 of 2 inputs done" in result.out
+    assert "broken.jpg: cannot read" in result.err and "notes.txt: cannot read" in result.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_matching_input_exits_2_before_loading_the_model(tmp_path: Path) -> None:
+    result = run_cli(str(tmp_path / "missing.jpg"), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path))
+
+    assert result.code == 2
+    assert "no input matched" in result.err and "missing.jpg: no such file or folder" in result.err
+
+
+def test_unknown_format_is_one_clear_error(tmp_path: Path) -> None:
+    result = run_cli(str(tmp_path), "--model", "tiny", "--format", "png16,jpg")
+
+    assert result.code == 1
+    assert result.err.startswith("error: unknown output format 'jpg'")
+    assert "png16, npy, color, ply" in result.err and "Traceback" not in result.err
+
+
+def test_video_gives_a_depth_video_with_every_frame(model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("av", reason="PyAV not installed (pip install av)")
+    from clip2depth.video import VideoWriter, iter_video_frames
+
+    source = tmp_path / "clip.mp4"
+    with VideoWriter(source, fps=10.0, size=(48, 32)) as writer:
+        for i in range(5):
+            writer.write(_pattern(32, 48, 10 + i))
+    out = tmp_path / "out"
+
+    result = run_cli(str(source), "--model", str(model_dir), "--out", str(out), "--format", "color,npy",
+                     "--frames", "--colorbar", "--batch-size", "2", "--device", "cpu")  # fmt: skip
+
+    assert result.code == 0, result.err
+    frames = list(iter_video_frames(out / "clip_depth.mp4"))
+    assert len(frames) == 5 and frames[0].shape[0] == 32 and frames[0].shape[1] > 48  # the colour bar
+    assert sorted(p.name for p in (out / "clip_frames").iterdir()) == [f"{i:06d}.npy" for i in range(5)]
+    assert np.load(out / "clip_frames" / "000004.npy").shape == (32, 48)
+
+
+def test_large_images_are_downscaled_with_a_warning(
+    model: clip2depth.Clip2Depth, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Image.fromarray(_pattern(48, 80, 4)).save(tmp_path / "big.png")
+    caplog.set_level(logging.WARNING, logger="clip2depth.predict")
+
+    report = predict_paths(model, [tmp_path / "big.png"], out_dir=tmp_path / "out", progress=False,
+                           options=PredictOptions(formats=("npy",), max_side=32))  # fmt: skip
+
+    assert report.exit_code == 0 and report.outputs == [tmp_path / "out" / "big.npy"]
+    assert np.load(report.outputs[0]).shape == (48, 80)
+    assert "larger than the maximum side 32; predicting at 32×16" in caplog.text
+
+
+def test_outputs_never_overwrite_inputs_nor_become_inputs(model: clip2depth.Clip2Depth, tmp_path: Path) -> None:
+    Image.fromarray(_pattern(16, 16, 5)).save(tmp_path / "a.png")
+    Image.fromarray(_pattern(16, 16, 6)).save(tmp_path / "b.jpg")
+    options = PredictOptions(formats=("png16",))
+
+    beside = predict_paths(model, [tmp_path / "a.png", tmp_path / "b.jpg"], out_dir=tmp_path, options=options,
+                           progress=False)  # fmt: skip
+    first = predict_paths(model, [tmp_path], out_dir=tmp_path / "depth", options=options, progress=False)
+    again = predict_paths(model, [tmp_path], out_dir=tmp_path / "depth", options=options, progress=False)
+
+    assert beside.succeeded == [tmp_path / "b.jpg"]
+    assert beside.failed == [(str(tmp_path / "a.png"), f"its output {tmp_path / 'a.png'} would overwrite an input "
+                                                        "file; choose another output folder")]  # fmt: skip
+    assert len(first.succeeded) == len(again.succeeded) == again.matched == 3  # a.png, b.jpg, b.png
+
+
+def test_camera_spec_rules() -> None:
+    assert CameraSpec().intrinsics(64, 48) == Intrinsics.default_for(64, 48)
+    assert CameraSpec(fx=50).intrinsics(64, 48) == Intrinsics(50, 50, 31.5, 23.5)
+    assert CameraSpec(fy=40, cx=10).intrinsics(64, 48) == Intrinsics(40, 40, 10, 23.5)
+    assert CameraSpec(fov_deg=90).intrinsics(64, 48).fx == pytest.approx(32.0)
+    with pytest.raises(ConfigError, match="not both"):
+        CameraSpec(fx=50, fov_deg=60)
+    with pytest.raises(ConfigError, match="positive"):
+        CameraSpec(fx=-1)
+
+
+def test_format_and_option_checks() -> None:
+    assert parse_formats(" PLY, png16,ply ") == ("ply", "png16")
+    assert PredictOptions(formats="npy").formats == ("npy",)
+    with pytest.raises(ConfigError, match="valid formats: png16, npy, color, ply"):
+        parse_formats(",")
+    with pytest.raises(ConfigError, match="colour map"):
+        PredictOptions(cmap="no-such-map")
+    with pytest.raises(ConfigError, match="depth scale"):
+        PredictOptions(depth_scale=0)
