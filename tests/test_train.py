@@ -1,0 +1,202 @@
+"""Training (SPEC §2): schedule, loss, exact resume, fault handling, checkpoint safety, CLI, demo."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import clip2depth
+from clip2depth.cli import main
+from clip2depth.errors import Clip2DepthError, ConfigError
+from clip2depth.losses import silog_loss
+from clip2depth.recipes import apply_overrides, load_recipe
+from clip2depth.train import Trainer, one_cycle_lr, train
+
+SMALL = [
+    "data.kwargs.size=[64, 96]", "data.kwargs.length=32", "data.val_kwargs.size=[64, 96]",
+    "data.val_kwargs.length=4", "augment.crop_size=[64, 80]", "train.batch_size=4", "train.num_workers=0",
+    "train.log_every=1", "train.val_every=3", "train.max_steps=6",
+]
+
+
+def small_recipe(*extra: str) -> dict:
+    return apply_overrides(load_recipe("synthetic"), [*SMALL, *extra])
+
+
+def test_one_cycle_lr_shape():
+    kw = dict(max_lr=1e-3, pct_start=0.25, div_factor=25.0, final_div_factor=100.0)
+    lrs = [one_cycle_lr(s, 100, **kw) for s in range(101)]
+    assert lrs[0] == pytest.approx(1e-3 / 25)
+    assert max(lrs) == pytest.approx(1e-3) and lrs.index(max(lrs)) == 25
+    assert lrs[100] == pytest.approx(1e-3 / 25 / 100)
+    assert all(a <= b for a, b in zip(lrs[:25], lrs[1:26], strict=True))
+    assert all(a >= b for a, b in zip(lrs[25:100], lrs[26:101], strict=True))
+
+
+def test_silog_loss_by_hand():
+    gt = torch.tensor([[[[1.0, 2.0], [4.0, 0.0]]]])  # one invalid pixel
+    pred = torch.tensor([[[[2.0, 4.0], [8.0, 7.0]]]])  # exactly twice gt: g = log 2 on valid pixels
+    g = math.log(2.0)
+    assert silog_loss(pred, gt).item() == pytest.approx(10 * math.sqrt(g * g - 0.85 * g * g), rel=1e-5)
+    pred2 = torch.tensor([[[[1.0, 4.0], [4.0, 1.0]]]])  # g = [0, log 2, 0]
+    mean_sq, mean = g * g / 3, g / 3
+    assert silog_loss(pred2, gt).item() == pytest.approx(10 * math.sqrt(mean_sq - 0.85 * mean**2), rel=1e-5)
+    assert math.isnan(silog_loss(pred, torch.zeros_like(gt)).item())
+
+
+def test_recipe_overrides_are_strict():
+    with pytest.raises(ConfigError, match="unknown recipe key"):
+        apply_overrides(load_recipe("synthetic"), ["train.learning_rate=1"])
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        load_recipe("imagenet")
+    r = apply_overrides(load_recipe("synthetic"), ["model_overrides.mirror_length=4", "train.lr=1e-4"])
+    assert r["model_overrides"] == {"mirror_length": 4} and r["train"]["lr"] == 1e-4
+
+
+def _weights(run_dir):
+    return load_file(str(run_dir / "last" / "model.safetensors"))
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    recipe = small_recipe()
+    full = tmp_path / "full"
+    train(recipe, full, progress=False)
+
+    part = tmp_path / "part"
+
+    def interrupt(step):
+        if step == 4:  # between validations: the signal handler must write the checkpoint itself
+            os.kill(os.getpid(), signal.SIGINT)
+
+    summary = train(recipe, part, on_step=interrupt, progress=False)
+    assert summary["stopped"] == "SIGINT" and summary["state"]["step"] == 4
+    assert json.loads((part / "last" / "resume.json").read_text())["state"]["step"] == 4
+    resumed = train(recipe, part, resume=True, progress=False)
+    assert resumed["state"]["step"] == 6 and resumed["stopped"] is None
+
+    a, b = _weights(full), _weights(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the logged losses after the resume point are the same too
+    def losses(run):
+        records = map(json.loads, (run / "log.jsonl").read_text().splitlines())
+        return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+    assert losses(full) == losses(part)
+    # best/ and last/ are model directories create_model loads directly
+    clip2depth.create_model(str(part / "best"))
+    assert (part / "config.yaml").is_file()
+
+
+def test_nonfinite_loss_is_skipped_and_counted(tmp_path, monkeypatch):
+    import clip2depth.train as train_module
+
+    calls = {"n": 0}
+    real = train_module.silog_loss
+
+    def flaky(pred, gt, **kw):
+        calls["n"] += 1
+        loss = real(pred, gt, **kw)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(train_module, "silog_loss", flaky)
+    summary = train(small_recipe("train.max_steps=4", "train.val_every=4"), tmp_path / "run", progress=False)
+    assert summary["state"]["nonfinite_total"] == 1
+    assert summary["state"]["step"] == 4
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 3, 4]  # the skipped step logs no loss
+
+
+def test_too_many_nonfinite_losses_stop_with_a_clear_error(tmp_path, monkeypatch):
+    import clip2depth.train as train_module
+
+    monkeypatch.setattr(train_module, "silog_loss", lambda pred, gt, **kw: pred.sum() * float("nan"))
+    with pytest.raises(Clip2DepthError, match="non-finite losses in a row"):
+        train(small_recipe("train.max_nonfinite=2"), tmp_path / "run", progress=False)
+
+
+def test_failure_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, monkeypatch):
+    recipe = small_recipe("train.max_steps=3")
+    run_dir = tmp_path / "run"
+    train(recipe, run_dir, progress=False)
+    before = _weights(run_dir)
+    before_state = (run_dir / "last" / "resume.json").read_text()
+
+    trainer = Trainer(recipe, run_dir, resume=True, progress=False)
+    trainer._setup_distributed()
+    trainer._build()
+    trainer.load_resume_state()
+    with torch.no_grad():
+        for _, p in trainer.model.trainable_parameters():
+            p.add_(1.0)
+
+    import clip2depth.checkpoint as ckpt
+
+    real_save = ckpt.save_file
+    calls = {"n": 0}
+
+    def fail_second_file(*args, **kwargs):  # model.safetensors is written, then the resume tensors fail
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("simulated disk failure")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_file", fail_second_file)
+    with pytest.raises(OSError, match="simulated"):
+        trainer.save_checkpoint()
+    after = _weights(run_dir)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (run_dir / "last" / "resume.json").read_text() == before_state
+    clip2depth.create_model(str(run_dir / "last"))
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_after_a_crash_between_renames(tmp_path):
+    run_dir = tmp_path / "run"
+    recipe = small_recipe("train.max_steps=3")
+    train(recipe, run_dir, progress=False)
+    os.replace(run_dir / "last", run_dir / "last.old")  # as if killed between the two renames
+    summary = train(apply_overrides(recipe, ["train.max_steps=4"]), run_dir, resume=True, progress=False)
+    assert summary["state"]["step"] == 4
+
+
+def test_train_cli_and_resume_errors(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["-q", "train", "--recipe", "synthetic", "--out", str(out), "--no-progress"]
+    for item in [*SMALL, "train.max_steps=2", "train.val_every=2"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert "done: 2 steps" in capsys.readouterr().out
+    assert main(["-q", "train", "--resume", str(tmp_path / "nope")]) == 1
+    assert "no config.yaml" in capsys.readouterr().err
+    assert main(["-q", "train", "--recipe", "synthetic", "--set", "train.nope=1"]) == 1
+    assert "unknown recipe key" in capsys.readouterr().err
+
+
+def test_demo_writes_report_and_summary(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["-q", "demo", "--out", str(out), "--test-scenes", "4"]
+    for item in [*SMALL, "train.max_steps=3"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= {"model", "baseline", "seconds"}
+    assert set(summary["model"]) == set(clip2depth.metrics.METRIC_KEYS) == set(summary["baseline"])
+    for name in ("report.md", "curves.png", "samples.png"):
+        assert (out / name).is_file()
+    assert "AbsRel model/baseline" in capsys.readouterr().out
+
+
+def test_per_image_silog_is_the_mean_of_single_image_losses():
+    torch.manual_seed(0)
+    pred, gt = torch.rand(3, 1, 4, 4) + 0.5, torch.rand(3, 1, 4, 4) + 0.5
+    gt[2] = 0  # an image without valid pixels is left out
+    each = [silog_loss(pred[i : i + 1], gt[i : i + 1]) for i in range(2)]
+    assert silog_loss(pred, gt, per_image=True).item() == pytest.approx(float(sum(each) / 2), rel=1e-6)
+    assert silog_loss(pred, gt).item() != pytest.approx(float(sum(each) / 2), rel=1e-6)
