@@ -10,7 +10,7 @@ import sys
 from . import __version__
 from .errors import Clip2DepthError
 
-COMMANDS = ["info", "eval", "predict"]
+COMMANDS = ["info", "eval", "train", "demo", "predict"]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

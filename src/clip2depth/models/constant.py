@@ -1,0 +1,33 @@
+"""The trivial baseline: one depth everywhere (the mean depth of the training set)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class ConstantDepth(nn.Module):
+    """Predicts ``depth`` metres at every pixel; goes through the same evaluation path as real models."""
+
+    patch_size = 1
+
+    def __init__(self, depth: float) -> None:
+        super().__init__()
+        self.register_buffer("depth", torch.tensor(float(depth)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = images.shape
+        return self.depth.expand(b, 1, h, w).clone()
+
+
+def mean_training_depth(dataset: Dataset, *, limit: int | None = None) -> float:
+    """Mean of all valid ground-truth depths (metres) over the first ``limit`` samples."""
+    total, count = 0.0, 0
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in range(n):
+        depth = dataset[i]["depth"]
+        valid = depth[depth > 0]
+        total += float(valid.sum())
+        count += valid.numel()
+    return total / max(count, 1)
