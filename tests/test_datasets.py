@@ -1,6 +1,6 @@
 """Datasets on fixture trees generated in tmp_path, the synthetic renderer and the registry."""
 
-import pickle
+import copy
 
 import h5py
 import numpy as np
@@ -141,7 +141,7 @@ def test_nyu_mat_upright_unmirrored(nyu_mat):
     assert NYUMatDataset(path, split="test", splits_file=splits, filled=True)[0]["depth"][0, 300, 400] == 4.0
     train = NYUMatDataset(path, split="train", splits_file=splits)
     assert len(train) == 1 and train[0]["name"] == "kitchen_rgb_00000"
-    clone = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker gets
+    clone = copy.deepcopy(ds)  # goes through __getstate__ like a DataLoader worker's copy
     assert clone._file is None and torch.equal(clone[0]["image"], image)
 
 
@@ -301,3 +301,15 @@ def test_registry_reads_env_and_applies_transform(monkeypatch, nyu_root, kitti_r
     assert len(build_dataset("kitti", split="test", list_file=lst)) == 1
     syn = build_dataset("synthetic", split="test", size=(16, 16), length=2)
     assert len(syn) == 2 and syn[0]["depth"].shape == (1, 16, 16)
+
+
+def test_synthetic_cache_returns_the_same_samples():
+    from clip2depth.data import build_dataset
+
+    plain = build_dataset("synthetic", split="train", size=(32, 48), length=3)
+    cached = build_dataset("synthetic", split="train", size=(32, 48), length=3, cache=True)
+    for _ in range(2):  # second pass is served from the cache
+        for i in range(3):
+            a, b = plain[i], cached[i]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"])
+    assert len(cached._cache) == 3

@@ -353,6 +353,8 @@ class SyntheticDataset(DepthDataset):
         size: (H, W) of the rendered images.
         length: number of samples (default 1000 for train, 100 for val/test).
         seed: selects another family of scenes.
+        cache: keep rendered scenes in memory (float32 RGB + depth, 16 bytes a pixel) so that
+            later epochs skip ray casting; per process, so use it with ``num_workers=0``.
         transform: applied to each sample.
     """
 
@@ -367,9 +369,11 @@ class SyntheticDataset(DepthDataset):
         size: tuple[int, int] = (240, 320),
         length: int | None = None,
         seed: int = 0,
+        cache: bool = False,
         transform: Transform | None = None,
     ) -> None:
         super().__init__(transform=transform)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
         if split not in SYNTHETIC_SPLITS:
             raise ConfigError(f"unknown synthetic split {split!r}; choose one of {', '.join(SYNTHETIC_SPLITS)}")
         self.split = split
@@ -383,10 +387,18 @@ class SyntheticDataset(DepthDataset):
     def __len__(self) -> int:
         return self.length
 
-    def load(self, index: int) -> Sample:
+    def _rendered(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
         rng = np.random.default_rng([self.seed, _SPLIT_STREAM[self.split], index])
         scene = _sample_scene(rng)
-        image, depth = _render(scene, np.zeros(3), scene.rotation, self.size, self.focal)
+        rendered = _render(scene, np.zeros(3), scene.rotation, self.size, self.focal)
+        if self._cache is not None:
+            self._cache[index] = rendered
+        return rendered
+
+    def load(self, index: int) -> Sample:
+        image, depth = self._rendered(index)
         img, dep = _to_sample_tensors(image, depth)
         return {
             "image": img,
