@@ -22,7 +22,7 @@ lint: $(BIN)/clip2depth
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(BIN)/clip2depth
-	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/speed.py --threads 1 --batches 1
 
 clean-venv:
 	rm -rf $(VENV)

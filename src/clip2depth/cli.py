@@ -10,7 +10,9 @@ import sys
 from . import __version__
 from .errors import Clip2DepthError
 
-COMMANDS = ["info", "eval", "train", "demo", "predict"]
+COMMANDS = [
+    "info", "eval", "train", "demo", "predict", "export", "ablate", "consistency", "inspect_mirror",
+]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import is_model_dir, load_trained_state, read_model_dir
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, is_model_dir, load_trained_state, read_model_dir
 from .config import ModelConfig, load_preset
 from .errors import ConfigError
 from .models.clip2depth import Clip2Depth
@@ -66,14 +66,19 @@ def build_model(config: ModelConfig, *, clip_weights: str | None, device: str | 
 
 
 def _resolve_hub(name: str) -> str:
+    """Download ``hf-hub:org/name[@revision]`` (config + weights only) and return the local folder."""
+    repo, _, revision = name[len(HF_PREFIX):].partition("@")
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:
         raise ConfigError(f"{name} needs huggingface_hub: pip install 'clip2depth[hub]'") from exc
     try:
-        return snapshot_download(repo_id=name[len(HF_PREFIX):], allow_patterns=["config.json", "model.safetensors"])
+        path = snapshot_download(repo_id=repo, revision=revision or None, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
     except Exception as exc:  # the hub raises many types (offline, missing repo, auth)
         raise ConfigError(f"could not fetch {name} from the Hugging Face Hub: {exc}") from exc
+    if not is_model_dir(path):
+        raise ConfigError(f"{name} has no {CONFIG_NAME}: it is not a clip2depth model repository")
+    return path
 
 
 def create_model(

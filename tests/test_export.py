@@ -1,0 +1,165 @@
+"""ONNX export: onnxruntime matches PyTorch at several sizes and batches; q is baked in; the CLI."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import clip2depth
+from clip2depth.commands import export as export_command
+from clip2depth.export import INPUT_NAME, OUTPUT_NAME, export_onnx, verify_onnx
+
+MAX_RELATIVE_ERROR = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny model with non-trivial trained parts, saved, reloaded and exported once for the module."""
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(7)
+    model = clip2depth.create_model("tiny")
+    with torch.no_grad():
+        model.prompt_encoder.mirror.add_(torch.randn_like(model.prompt_encoder.mirror))
+        model.decoder.head.layers[-1].bias.add_(0.3)
+    model.save_pretrained(str(root / "model"))
+    loaded = clip2depth.create_model(str(root / "model"))
+    path = root / "tiny.onnx"
+    export_onnx(loaded, path, sample_size=(224, 320))
+    return loaded, path
+
+
+def _run(path, images: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
+
+
+def _relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.max(np.abs(got - expected) / np.abs(expected)))
+
+
+def test_graph_has_dynamic_batch_height_width(exported):
+    _, path = exported
+    graph = onnx.load(str(path)).graph
+    (inp,), (out,) = graph.input, graph.output
+    assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    assert not any(i.name == "prompt_encoder.mirror" for i in graph.initializer)
+
+
+@pytest.mark.parametrize(("batch", "height", "width"), [(1, 224, 320), (2, 352, 480), (2, 64, 96)])
+def test_onnxruntime_matches_pytorch(exported, batch, height, width):
+    model, path = exported
+    images = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(height + batch))
+    with torch.no_grad():
+        expected = model(images).numpy()
+    got = _run(path, images)
+    assert got.shape == (batch, 1, height, width)
+    assert _relative_error(got, expected) <= MAX_RELATIVE_ERROR
+    assert np.all(got > 0) and np.all(got <= model.max_depth)
+
+
+def test_verify_onnx_reports_each_size(exported):
+    model, path = exported
+    errors = verify_onnx(model, path, [(64, 96), (96, 64)], batch=2)
+    assert set(errors) == {(64, 96), (96, 64)}
+    assert all(0 <= e <= MAX_RELATIVE_ERROR for e in errors.values())
+
+
+def test_query_is_a_constant_of_the_graph(exported, tmp_path):
+    model, path = exported
+    images = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    before_onnx = _run(path, images)
+    with torch.no_grad():
+        before_torch = model(images).numpy()
+    mirror = model.prompt_encoder.mirror
+    saved = mirror.detach().clone()
+    try:
+        with torch.no_grad():
+            mirror.add_(torch.randn_like(mirror))
+            after_torch = model(images).numpy()
+        after_onnx = _run(path, images)
+    finally:
+        with torch.no_grad():
+            mirror.copy_(saved)
+    assert _relative_error(after_torch, before_torch) > 1e-3  # the mirror matters to PyTorch ...
+    np.testing.assert_array_equal(after_onnx, before_onnx)  # ... but not to the exported graph
+
+
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    model = clip2depth.create_model("tiny").train()
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    export_onnx(model, tmp_path / "m.onnx", sample_size=(64, 64))
+    assert model.training and not model.image_encoder.visual.training
+    assert "positional_embedding" not in vars(model.image_encoder)
+    assert not any("forward" in vars(m) for m in model.modules())
+    assert torch.backends.mha.get_fastpath_enabled()
+    model.eval()
+    with torch.no_grad():
+        depth = model(images)  # the PyTorch path still works (cache, fast path) after export
+    assert _relative_error(_run(tmp_path / "m.onnx", images), depth.numpy()) <= MAX_RELATIVE_ERROR
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left behind
+
+
+def test_bad_sizes_and_opset_are_config_errors(tmp_path):
+    model = clip2depth.create_model("tiny")
+    with pytest.raises(clip2depth.ConfigError, match="multiples of the patch size 16"):
+        export_onnx(model, tmp_path / "m.onnx", sample_size=(100, 64))
+    for opset in (13, 99):
+        with pytest.raises(clip2depth.ConfigError, match=f"opset {opset} is not supported"):
+            export_onnx(model, tmp_path / "m.onnx", opset=opset)
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_onnxruntime_names_the_extra(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    with pytest.raises(clip2depth.Clip2DepthError, match=r"pip install 'clip2depth\[onnx\]'"):
+        export_onnx(clip2depth.create_model("tiny"), tmp_path / "m.onnx")
+
+
+def _cli(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    export_command.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_cli_exports_and_checks_two_sizes_by_default(exported, tmp_path, capsys):
+    model, _ = exported
+    model_dir = tmp_path / "model"
+    model.save_pretrained(str(model_dir))
+    out = tmp_path / "cli.onnx"
+    assert export_command.run(_cli(["export", "--model", str(model_dir), "--onnx", str(out)])) == 0
+    printed = capsys.readouterr().out
+    assert "224x320: max relative error" in printed and "352x480: max relative error" in printed
+    assert out.is_file()
+
+
+@pytest.mark.parametrize(("sizes", "message"), [(["64"], "H W pairs"), (["64", "100"], "--check-sizes 64x100")])
+def test_cli_refuses_bad_check_sizes_before_exporting(tmp_path, sizes, message):
+    args = _cli(["export", "--model", "tiny", "--onnx", str(tmp_path / "m.onnx"), "--check-sizes", *sizes])
+    with pytest.raises(clip2depth.ConfigError, match=message):
+        export_command.run(args)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_fails_when_the_check_fails(tmp_path, monkeypatch):
+    import clip2depth.export as export_module
+
+    monkeypatch.setattr(export_module, "verify_onnx", lambda *a, **k: {(64, 64): 1e-2})
+    args = _cli(["export", "--model", "tiny", "--onnx", str(tmp_path / "m.onnx"), "--check-sizes", "64", "64"])
+    with pytest.raises(clip2depth.Clip2DepthError, match="differs from PyTorch"):
+        export_command.run(args)
