@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,15 @@ from tqdm import tqdm
 
 from .errors import DataError
 from .io import atomic_path, save_depth_png16
-from .metrics import METRIC_KEYS, MetricAverager, compute_metrics
+from .metrics import METRIC_KEYS, MetricAverager, compute_metrics, crop_mask
 from .models.inference import predict_depth
 
 logger = logging.getLogger(__name__)
+
+ExtraMetrics = Callable[[np.ndarray, np.ndarray], dict[str, float]]
+"""``(pred, gt) -> {name: value}`` for one image: pred H×W metres at the ground truth's size, gt H×W
+metres with 0 wherever a pixel is invalid or outside the crop. A nan value leaves that image out of
+that name's mean."""
 
 
 @dataclass
@@ -54,6 +60,7 @@ class EvalResult:
     seconds: float = 0.0
     averager_state: dict[str, float] = field(default_factory=dict)  # for reducing over ranks
     examples: list[tuple[dict[str, Any], np.ndarray]] = field(default_factory=list)  # (sample, prediction)
+    extra: dict[str, float] = field(default_factory=dict)  # means of the ``extra_metrics`` values
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +72,7 @@ class EvalResult:
             "failed": self.failed,
             "settings": self.settings,
             "seconds": round(self.seconds, 2),
+            **({"extra_metrics": self.extra} if self.extra else {}),
         }
 
 
@@ -144,6 +152,7 @@ def evaluate(
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
     keep_predictions: int = 0,
+    extra_metrics: ExtraMetrics | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``dataset`` with the protocol in ``settings``.
 
@@ -153,6 +162,9 @@ def evaluate(
         limit: evaluate only the first ``limit`` items.
         shard: (rank, world_size): this process evaluates every world_size-th item from rank.
         keep_predictions: keep the first N (sample, prediction) pairs in ``result.examples`` for figures.
+        extra_metrics: more per-image metrics (see :data:`ExtraMetrics`), computed on the images the
+            standard metrics keep, added to ``per_image`` and averaged into ``result.extra``. The
+            standard metrics are not affected.
     """
     was_training = model.training
     model.eval()
@@ -163,6 +175,7 @@ def evaluate(
     loader = DataLoader(items, batch_size=1, shuffle=False, num_workers=num_workers, collate_fn=_first)
     averager = MetricAverager()
     result = EvalResult(metrics={}, count=0, settings=asdict(settings))
+    extra_values: dict[str, list[float]] = {}
     png_dir = Path(save_png) if save_png else None
     if png_dir:
         png_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +196,13 @@ def evaluate(
         if metrics is None:
             result.skipped.append({"name": name, "reason": "no valid ground-truth pixel"})
         else:
-            result.per_image.append({"name": name, **metrics})
+            extra = {}
+            if extra_metrics is not None:
+                mask = crop_mask(settings.crop, *gt.shape)
+                extra = extra_metrics(pred, gt if mask is None else np.where(mask, gt, 0.0))
+                for key, value in extra.items():
+                    extra_values.setdefault(key, []).append(float(value))
+            result.per_image.append({"name": name, **metrics, **extra})
         if png_dir:
             save_depth_png16(pred, png_dir / f"{name}.png", scale=settings.png_scale)
         if len(result.examples) < keep_predictions:
@@ -194,6 +213,8 @@ def evaluate(
     result.count = averager.count
     result.seconds = time.perf_counter() - start
     result.averager_state = averager.state()
+    # nan marks "undefined for this image" (e.g. no ground-truth edge): left out of that mean only.
+    result.extra = {k: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for k, v in extra_values.items()}
     model.train(was_training)
     return result
 
@@ -218,8 +239,9 @@ def write_outputs(result: EvalResult, out_dir: str | Path, extra: dict[str, Any]
         data.update(extra)
     with atomic_path(out_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
+    columns = ["name", *METRIC_KEYS, *result.extra]
     with atomic_path(out_dir / "per_image.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["name", *METRIC_KEYS])
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in result.per_image:
-            writer.writerow({k: row[k] for k in ["name", *METRIC_KEYS]})
+            writer.writerow({k: row.get(k, math.nan) for k in columns})

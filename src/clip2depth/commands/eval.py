@@ -77,6 +77,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="'depthclip' reproduces DepthCLIP's own NYU table: flip TTA, input window rows "
                         "56:472 cols 60:604, crop nyu_depthclip (explicit flags still win)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
+    p.add_argument("--spatial", action="store_true",
+                   help="also report depth-boundary accuracy/completeness (dbe_acc, dbe_comp, pixels) and the "
+                        "patch-grid artefact score (patch_artifact) under extra_metrics; see docs/analyses.md")
     p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader workers")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     return p
@@ -119,8 +122,15 @@ def run(args: argparse.Namespace) -> int:
         input_box=input_box,
         png_scale=256.0 if args.dataset == "kitti" else 1000.0,
     )
+    extra_metrics = None
+    if args.spatial:
+        from functools import partial
+
+        from ..analysis.spatial import spatial_metrics
+
+        extra_metrics = partial(spatial_metrics, period=model.patch_size, min_depth=settings.min_depth)
     result = evaluate(model, dataset, settings, save_png=args.save_png, limit=args.limit,
-                      num_workers=args.num_workers)
+                      num_workers=args.num_workers, extra_metrics=extra_metrics)
     out = Path(args.out or f"runs/eval-{args.dataset}")
     write_outputs(result, out, extra={"model": args.model, "dataset": args.dataset, "split": args.split,
                                       "clip_pretrained": args.pretrained})
@@ -131,4 +141,6 @@ def run(args: argparse.Namespace) -> int:
           f"results in {out}/")
     for item in result.failed:
         print(f"  failed: {item['reason']}")
+    if result.extra:
+        print("spatial: " + ", ".join(f"{k} {v:.4f}" for k, v in result.extra.items()))
     return 0 if result.count > 0 else 1
