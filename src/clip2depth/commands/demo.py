@@ -35,14 +35,15 @@ def run(args: argparse.Namespace) -> int:
     from ..models.constant import ConstantDepth, mean_training_depth
     from ..recipes import apply_overrides, load_recipe
     from ..report import plot_curves, plot_samples, read_log, write_report
-    from ..train import train
+    from ..train import Trainer
 
     start = time.perf_counter()
     out = Path(args.out)
     recipe = apply_overrides(load_recipe("synthetic"), args.overrides)
     if args.clip_pretrained:
         recipe["clip_pretrained"] = args.clip_pretrained
-    summary = train(recipe, out, resume=args.resume)
+    trainer = Trainer(recipe, out, resume=args.resume)
+    summary = trainer.run()
     if summary["stopped"]:
         print(f"demo interrupted at step {summary['state']['step']}; continue with: "
               f"clip2depth demo --out {out} --resume")
@@ -51,12 +52,11 @@ def run(args: argparse.Namespace) -> int:
     data = recipe["data"]
     size = tuple(data["val_kwargs"].get("size", data["kwargs"].get("size", (240, 320))))
     test_set = build_dataset("synthetic", split="test", size=size, length=args.test_scenes)
-    train_set = build_dataset("synthetic", split="train", **(data.get("kwargs") or {}))
     e = recipe["eval"]
     settings = EvalSettings(min_depth=e["min_depth"], max_depth=e["max_depth"], crop=e["crop"])
     model = create_model(str(out / "best"), pretrained=recipe.get("clip_pretrained"))
     result = evaluate(model, test_set, settings, keep_predictions=4)
-    baseline_depth = mean_training_depth(train_set, limit=256)
+    baseline_depth = mean_training_depth(trainer.train_set.base)  # every training scene (cached)
     baseline = evaluate(ConstantDepth(baseline_depth), test_set, settings, progress=False)
 
     plot_curves(read_log(out / "log.jsonl"), out / "curves.png")

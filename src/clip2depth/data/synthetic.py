@@ -4,7 +4,10 @@ A pinhole camera stands in a box room (floor, ceiling and four walls: side walls
 back wall 3–8 m ahead) holding a few boxes and spheres. Every surface carries a solid texture
 (checker, stripes or smooth noise, random colours) and is lit by a point light (Lambertian shading,
 cast shadows from the objects), so images carry the usual monocular cues: perspective, texture
-gradients, shading, occlusion and contact shadows. Rays are cast analytically with numpy.
+gradients, shading, occlusion and contact shadows. Light haze (aerial perspective: colours fade
+towards a fixed grey with distance) adds a cue that local image features can read, which is what
+lets a small model trained for two minutes on a random-weight CLIP learn more than the room layout.
+Rays are cast analytically with numpy.
 
 Camera frame: x right, y down, z forward; depth is the z coordinate in the camera frame (metres),
 exact up to float32 rounding. The geometry keeps every depth below 10 m.
@@ -31,6 +34,8 @@ _DEFAULT_LENGTH = {"train": 1000, "val": 100, "test": 100}
 _EPS = 1e-6
 
 _CHECKER, _STRIPES, _NOISE = 0, 1, 2
+_HAZE_DENSITY = 0.2  # per metre of ray length: 67 % of the surface colour survives at 2 m, 20 % at 8 m
+_HAZE_COLOR = (0.55, 0.58, 0.62)
 # float32 halves the memory traffic of the ray casting; depths keep ~1e-7 relative precision.
 _F = np.float32
 
@@ -288,7 +293,9 @@ def _render(
     lambert[lit[_shadowed(points[lit], scene)]] = 0
     falloff = 1 / (1 + _F(0.04) * dist**2)
     shade = _F(scene.ambient) + _F(1.3 * (1 - scene.ambient)) * lambert * falloff
-    image = np.clip(albedo * shade[:, None], 0, 1).reshape(h, w, 3)
+    transmission = np.exp(-_F(_HAZE_DENSITY) * t * np.sqrt(dd))[:, None]
+    color = albedo * shade[:, None] * transmission + np.asarray(_HAZE_COLOR, dtype=_F) * (1 - transmission)
+    image = np.clip(color, 0, 1).reshape(h, w, 3)
     return image, t.reshape(h, w)
 
 
