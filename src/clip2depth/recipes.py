@@ -75,3 +75,17 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
             raise ConfigError(f"--set {key}: unknown recipe key; known here: {', '.join(sorted(node))}")
         node[parts[-1]] = value
     return out
+
+
+def build_recipe(name_or_path: str, *, data_root: str | None = None, model: str | None = None,
+                 clip_pretrained: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """A recipe with the CLI's shortcut flags (``--data-root``, ``--model``, ``--clip-pretrained``) and
+    ``--set`` overrides applied, in that order."""
+    recipe = load_recipe(name_or_path)
+    if data_root:
+        recipe["data"]["root"] = data_root
+    if model:
+        recipe["model"] = model
+    if clip_pretrained:
+        recipe["clip_pretrained"] = clip_pretrained
+    return apply_overrides(recipe, list(overrides))

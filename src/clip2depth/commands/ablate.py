@@ -50,18 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..ablate import run_ablation
     from ..errors import ConfigError
-    from ..recipes import apply_overrides, load_recipe
+    from ..recipes import build_recipe
 
     if args.temporal == 1 or args.temporal < 0:
         raise ConfigError("--temporal N: a camera path needs at least 2 frames")
-    recipe = load_recipe(args.recipe)
-    if args.data_root:
-        recipe["data"]["root"] = args.data_root
-    if args.model:
-        recipe["model"] = args.model
-    if args.clip_pretrained:
-        recipe["clip_pretrained"] = args.clip_pretrained
-    recipe = apply_overrides(recipe, args.overrides)
+    recipe = build_recipe(args.recipe, data_root=args.data_root, model=args.model,
+                          clip_pretrained=args.clip_pretrained, overrides=args.overrides)
     out = Path(args.out or f"runs/ablation-{Path(args.recipe).stem}")
     results = run_ablation(recipe, out, args.variants, checkpoint=args.checkpoint, split=args.split,
                            eval_limit=args.limit, spatial=args.spatial, temporal_frames=args.temporal,

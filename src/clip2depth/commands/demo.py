@@ -33,15 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import EvalSettings, evaluate, markdown_table
     from ..factory import create_model
     from ..models.constant import ConstantDepth, mean_training_depth
-    from ..recipes import apply_overrides, load_recipe
+    from ..recipes import build_recipe
     from ..report import plot_curves, plot_samples, read_log, write_report
     from ..train import Trainer
 
     start = time.perf_counter()
     out = Path(args.out)
-    recipe = apply_overrides(load_recipe("synthetic"), args.overrides)
-    if args.clip_pretrained:
-        recipe["clip_pretrained"] = args.clip_pretrained
+    recipe = build_recipe("synthetic", clip_pretrained=args.clip_pretrained, overrides=args.overrides)
     trainer = Trainer(recipe, out, resume=args.resume)
     summary = trainer.run()
     if summary["stopped"]:

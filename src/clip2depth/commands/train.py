@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from ..errors import ConfigError
-    from ..recipes import apply_overrides, load_recipe
+    from ..recipes import apply_overrides, build_recipe
     from ..train import train
 
     if args.resume:
@@ -53,14 +53,8 @@ def run(args: argparse.Namespace) -> int:
         resume = True
     else:
         name = args.recipe or "synthetic"
-        recipe = load_recipe(name)
-        if args.data_root:
-            recipe["data"]["root"] = args.data_root
-        if args.model:
-            recipe["model"] = args.model
-        if args.clip_pretrained:
-            recipe["clip_pretrained"] = args.clip_pretrained
-        recipe = apply_overrides(recipe, args.overrides)
+        recipe = build_recipe(name, data_root=args.data_root, model=args.model,
+                              clip_pretrained=args.clip_pretrained, overrides=args.overrides)
         run_dir = Path(args.out or f"runs/{Path(name).stem}")
         resume = False
     summary = train(recipe, run_dir, resume=resume, progress=not args.no_progress)
