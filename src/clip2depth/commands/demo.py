@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 NAME = "demo"
-HELP = "train + evaluate the tiny model on built-in synthetic scenes (about 2-3 minutes on 2 CPU cores)"
+HELP = "train + evaluate the tiny model on built-in synthetic scenes (about 2.5 minutes on 2 CPU cores)"
 
 logger = logging.getLogger(__name__)
 
