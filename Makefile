@@ -22,7 +22,7 @@ lint: $(BIN)/clip2depth
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(BIN)/clip2depth
-	$(BIN)/python benchmarks/speed.py --threads 1 --batches 1
+	$(BIN)/python benchmarks/speed.py --batches 1  # add 8 for the full table (~20 min on 2 cores)
 
 clean-venv:
 	rm -rf $(VENV)
