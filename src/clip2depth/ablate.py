@@ -33,7 +33,7 @@ import yaml
 from .checkpoint import is_model_dir, read_model_dir
 from .config import PROMPT_MODES, ModelConfig, list_models, load_preset
 from .errors import ConfigError
-from .io import atomic_path
+from .io import atomic_path, atomic_write_json
 from .metrics import METRIC_KEYS, lower_is_better
 
 logger = logging.getLogger(__name__)
@@ -157,8 +157,7 @@ def train_variant(recipe: dict[str, Any], run_dir: Path, *, progress: bool = Tru
     else:
         summary = train(recipe, run_dir, progress=progress)
     marker = {"total_steps": None if summary["stopped"] else summary["total_steps"], "stopped": summary["stopped"]}
-    with atomic_path(marker_path) as tmp:
-        tmp.write_text(json.dumps(marker, indent=2) + "\n")
+    atomic_write_json(marker_path, marker)
     if summary["stopped"] in ("SIGINT", "SIGTERM"):  # the user wants the whole ablation to stop, not this variant
         raise KeyboardInterrupt
     return marker

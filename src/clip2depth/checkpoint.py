@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError
-from .io import atomic_path
+from .io import atomic_path, atomic_write_json
 
 if TYPE_CHECKING:
     from .models.clip2depth import Clip2Depth
@@ -51,11 +51,6 @@ def save_state(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, s
     return digest
 
 
-def write_json(data: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
 def save_pretrained(model: Clip2Depth, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write a directory that :func:`clip2depth.create_model` loads.
 
@@ -79,7 +74,7 @@ def save_pretrained(model: Clip2Depth, directory: str | Path, extra: dict[str, A
     }
     if extra:
         config.update(extra)
-    write_json(config, directory / CONFIG_NAME)
+    atomic_write_json(directory / CONFIG_NAME, config)
 
 
 def read_model_dir(directory: str | Path) -> dict[str, Any]:

@@ -8,7 +8,6 @@ size mismatches and samples without valid ground truth are reported and skipped;
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -24,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .errors import DataError
-from .io import atomic_path, save_depth_png16
+from .io import atomic_path, atomic_write_json, save_depth_png16
 from .metrics import METRIC_KEYS, MetricAverager, compute_metrics, crop_mask
 from .models.inference import predict_depth
 
@@ -237,8 +236,7 @@ def write_outputs(result: EvalResult, out_dir: str | Path, extra: dict[str, Any]
     data = result.to_json()
     if extra:
         data.update(extra)
-    with atomic_path(out_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write_json(out_dir / "metrics.json", data)
     columns = ["name", *METRIC_KEYS, *result.extra]
     with atomic_path(out_dir / "per_image.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import logging
 import os
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -76,6 +78,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 # --------------------------------------------------------------------------------------------- images
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON (trailing newline) through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:

@@ -33,12 +33,13 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from .checkpoint import load_trained_state, read_model_dir, save_pretrained, save_state, write_json
+from .checkpoint import load_trained_state, read_model_dir, save_pretrained, save_state
 from .data import build_dataset
 from .data.transforms import TrainAugment
 from .errors import CheckpointError, Clip2DepthError, DataError
 from .evaluate import EvalResult, EvalSettings, evaluate
 from .factory import create_model
+from .io import atomic_write_json
 from .losses import silog_loss
 from .metrics import MetricAverager
 
@@ -253,14 +254,14 @@ class Trainer:
                 else:
                     scalars.setdefault(str(idx), {})[key] = float(value)
         save_state(tensors, partial / RESUME_TENSORS)
-        write_json({
+        atomic_write_json(partial / RESUME_JSON, {
             "state": asdict(self.state),
             "param_groups": opt["param_groups"],
             "optimizer_scalars": scalars,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "world_size": self.world,
             "global_batch": self.global_batch,
-        }, partial / RESUME_JSON)
+        })
         _swap_in(partial, final)
 
     def _save_best(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..errors import ConfigError
     from ..factory import create_model
-    from ..io import atomic_path
+    from ..io import atomic_write_json
     from .eval import resolve_device
 
     if args.stride < 1 or args.max_frames < 1:
@@ -92,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
                      "stride": args.stride},
         **result,
     }
-    with atomic_path(out / "consistency.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(out / "consistency.json", report)
     plot_temporal(result, out / "consistency.png", title=f"{args.model}\n{source}")
 
     summary = result["summary"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 NAME = "inspect-mirror"
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import PAPER_PROMPT
     from ..errors import ConfigError
     from ..factory import create_model
-    from ..io import atomic_path
+    from ..io import atomic_path, atomic_write_json
     from .eval import resolve_device
 
     if args.top_k < 1 or args.max_images < 1:
@@ -98,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
                  for n, m in zip(names, maps, strict=True)],
         "convergence": rows,
     }
-    with atomic_path(out / "mirror.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(out / "mirror.json", report)
     with atomic_path(out / "tokens.md") as tmp:
         tmp.write_text(tokens_markdown(args.model, tokens, similarities, maps, names, rows, reference=args.reference))
     plot_overlays(images, maps, out / "overlays.png", names=names, reference=args.reference)
