@@ -204,8 +204,7 @@ def evaluate_variant(
     model = create_model(model_dir, device=_device())
     trainable, _ = count_parameters(model)
     dataset = build_dataset(d["dataset"], split=split, root=d.get("root"), **(d.get("val_kwargs") or {}))
-    settings = EvalSettings(min_depth=float(e["min_depth"]), max_depth=float(e["max_depth"]), crop=e.get("crop"),
-                            flip_tta=bool(e.get("flip_tta", False)))
+    settings = EvalSettings.from_recipe(e)
     extra_metrics = None
     if spatial:
         from functools import partial

@@ -222,9 +222,7 @@ class Trainer:
                                   f"of {global_batch}; lower train.batch_size")
         max_steps = t.get("max_steps")
         self.total_steps = int(max_steps) if max_steps else int(t["epochs"]) * self.batches_per_epoch
-        e = r["eval"]
-        self.eval_settings = EvalSettings(min_depth=float(e["min_depth"]), max_depth=float(e["max_depth"]),
-                                          crop=e.get("crop"), flip_tta=bool(e.get("flip_tta", False)))
+        self.eval_settings = EvalSettings.from_recipe(r["eval"])
         self.state = TrainState()
 
     # -------------------------------------------------------------------------------- checkpoints

@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset
-    from ..evaluate import EvalSettings, evaluate, markdown_table
+    from ..evaluate import evaluate, markdown_table
     from ..factory import create_model
     from ..models.constant import ConstantDepth, mean_training_depth
     from ..recipes import build_recipe
@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     data = recipe["data"]
     size = tuple(data["val_kwargs"].get("size", data["kwargs"].get("size", (240, 320))))
     test_set = build_dataset("synthetic", split="test", size=size, length=args.test_scenes)
-    e = recipe["eval"]
-    settings = EvalSettings(min_depth=e["min_depth"], max_depth=e["max_depth"], crop=e["crop"])
+    settings = trainer.eval_settings  # the recipe's protocol, as used for validation
     model = create_model(str(out / "best"), pretrained=recipe.get("clip_pretrained"))
     result = evaluate(model, test_set, settings, keep_predictions=4)
     baseline_depth = mean_training_depth(trainer.train_set.base)  # every training scene (cached)
