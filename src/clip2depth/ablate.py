@@ -163,12 +163,6 @@ def train_variant(recipe: dict[str, Any], run_dir: Path, *, progress: bool = Tru
     return marker
 
 
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def evaluate_variant(
     recipe: dict[str, Any],
     model_dir: Path,
@@ -187,7 +181,7 @@ def evaluate_variant(
     """
     from .data import build_dataset
     from .evaluate import EvalSettings, evaluate, write_outputs
-    from .factory import create_model
+    from .factory import create_model, resolve_device
     from .profiling import count_parameters
 
     d, e = recipe["data"], recipe["eval"]
@@ -201,7 +195,7 @@ def evaluate_variant(
         if data.get("ablation_key") == json.loads(json.dumps(key)):
             return data, int(data["trainable_params"])
 
-    model = create_model(model_dir, device=_device())
+    model = create_model(model_dir, device=resolve_device("auto"))
     trainable, _ = count_parameters(model)
     dataset = build_dataset(d["dataset"], split=split, root=d.get("root"), **(d.get("val_kwargs") or {}))
     settings = EvalSettings.from_recipe(e)

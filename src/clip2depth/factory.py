@@ -65,6 +65,15 @@ def build_model(config: ModelConfig, *, clip_weights: str | None, device: str | 
     return model.to(device).eval()
 
 
+def resolve_device(name: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``; a CUDA device asked for where there is none → error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return name
+
+
 def _resolve_hub(name: str) -> str:
     """Download ``hf-hub:org/name[@revision]`` (config + weights only) and return the local folder."""
     repo, _, revision = name[len(HF_PREFIX):].partition("@")

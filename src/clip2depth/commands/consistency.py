@@ -55,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
         video_frames,
     )
     from ..errors import ConfigError
-    from ..factory import create_model
+    from ..factory import create_model, resolve_device
     from ..io import atomic_write_json
-    from .eval import resolve_device
 
     if args.stride < 1 or args.max_frames < 1:
         raise ConfigError("--stride and --max-frames must be at least 1")

@@ -85,22 +85,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
-        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset
     from ..evaluate import EvalSettings, evaluate, markdown_table, write_outputs
-    from ..factory import create_model
+    from ..factory import create_model, resolve_device
     from ..models.depthclip import NYU_INPUT_BOX
 
     device = resolve_device(args.device)

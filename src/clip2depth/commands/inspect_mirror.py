@@ -69,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..config import PAPER_PROMPT
     from ..errors import ConfigError
-    from ..factory import create_model
+    from ..factory import create_model, resolve_device
     from ..io import atomic_path, atomic_write_json
-    from .eval import resolve_device
 
     if args.top_k < 1 or args.max_images < 1:
         raise ConfigError("--top-k and --max-images must be at least 1")

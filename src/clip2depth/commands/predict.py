@@ -52,9 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..factory import create_model
+    from ..factory import create_model, resolve_device
     from ..predict import CameraSpec, PredictOptions, find_inputs, predict_paths
-    from .eval import resolve_device
 
     # Everything a user can get wrong is checked before the (slow) model load.
     options = PredictOptions(
