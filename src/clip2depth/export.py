@@ -51,6 +51,7 @@ from .errors import Clip2DepthError, ConfigError
 from .io import atomic_path
 from .models.clip2depth import Clip2Depth
 from .models.image_encoder import FrozenImageEncoder
+from .models.inference import plain_attention
 
 logger = logging.getLogger(__name__)
 
@@ -159,21 +160,19 @@ def _exportable(graph: DepthGraph) -> Iterator[None]:
     for mha in attentions:
         _check_attention(mha)
     encoder = graph.image_encoder
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        # Instance attributes shadow the class methods; deleting them restores the originals.
-        for mha in attentions:
-            mha.forward = types.MethodType(_self_attention, mha)
-        encoder.positional_embedding = types.MethodType(_resized_positional_embedding, encoder)
-        yield
-    finally:
-        with suppress(AttributeError):
-            del encoder.positional_embedding
-        for mha in attentions:
+    with plain_attention():
+        try:
+            # Instance attributes shadow the class methods; deleting them restores the originals.
+            for mha in attentions:
+                mha.forward = types.MethodType(_self_attention, mha)
+            encoder.positional_embedding = types.MethodType(_resized_positional_embedding, encoder)
+            yield
+        finally:
             with suppress(AttributeError):
-                del mha.forward
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+                del encoder.positional_embedding
+            for mha in attentions:
+                with suppress(AttributeError):
+                    del mha.forward
 
 
 def check_size(model: Clip2Depth, size: Sequence[int], what: str = "size") -> tuple[int, int]:

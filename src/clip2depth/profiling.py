@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .models.clip2depth import Clip2Depth
+from .models.inference import plain_attention
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:
@@ -40,15 +41,9 @@ if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
 
 
 def _flops(fn) -> int:
-    # The fused multi-head-attention fast path is invisible to FlopCounterMode; count the plain path.
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
-        with counter:
-            fn()
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+    with plain_attention(), counter:
+        fn()
     return int(counter.get_total_flops())
 
 

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@contextmanager
+def plain_attention() -> Iterator[None]:
+    """Run ``nn.MultiheadAttention`` without PyTorch's fused fast path (restored on exit).
+
+    The fused kernel is invisible to the FLOP counter and has no ONNX equivalent; the plain path computes
+    the same attention through ordinary linear and SDPA operators.
+    """
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def network_size(h: int, w: int, patch: int, *, max_side: int | None = None) -> tuple[int, int]:
