@@ -60,8 +60,8 @@ def count_flops(model: Clip2Depth, height: int, width: int) -> dict[str, float]:
         total = _flops(lambda: model(x)) / 1e9
         return {"image_encoder": total, "decoder": 0.0, "per_image": total, "query_once": 0.0}
     query_flops = _flops(model.prompt_encoder.compute_query)
-    features = model.image_encoder(x)
-    encoder_flops = _flops(lambda: model.image_encoder(x))
+    features: list[torch.Tensor] = []
+    encoder_flops = _flops(lambda: features.extend(model.image_encoder(x)))  # counted and kept: one pass
     query = model.query()
     decoder_flops = _flops(lambda: model.decoder(features, query))
     return {
