@@ -61,9 +61,9 @@ import torch
 from torch import nn
 
 import clip2depth
-from clip2depth.io import atomic_write_bytes
+from clip2depth.io.atomic import atomic_write_bytes
 from clip2depth.models.clip_backbone import register_clip_configs, resolve_quick_gelu
-from clip2depth.profiling import count_flops
+from clip2depth.models.profiling import count_flops
 
 logger = logging.getLogger("benchmarks.speed")
 
@@ -402,7 +402,8 @@ def render_section(key: str, title: str, args: argparse.Namespace, meter: PeakMe
         lines.append(f"| {row['size']} | {row['batch']} | " + " | ".join(_mib(r[k].peak_bytes) for k in "abcd") + " |")
     lines += [
         "",
-        "GFLOPs per image (`clip2depth.profiling.count_flops`; the full `encode_image` from the SPEC §7 formula):",
+        "GFLOPs per image (`clip2depth.models.profiling.count_flops`; the full `encode_image` from the "
+        "docs/method.md cost formula):",
         "",
         "| size | (a) encode_image | image_encoder | decoder | inference per image | (inference)/(a) "
         "| query, once per step |",

@@ -14,21 +14,16 @@ import pytest
 import torch
 
 import clip2depth
-from clip2depth.analysis.mirror import (
-    conditioning_maps,
-    expand_checkpoints,
-    nearest_tokens,
-    prompt_similarities,
-)
-from clip2depth.analysis.spatial import boundary_errors, depth_edges, patch_artifact, spatial_metrics
-from clip2depth.analysis.temporal import analyse_sequence, synthetic_sequence, temporal_metrics
-from clip2depth.checkpoint import save_pretrained
-from clip2depth.commands import ablate as ablate_cmd
-from clip2depth.commands import consistency as consistency_cmd
-from clip2depth.commands import inspect_mirror as inspect_cmd
-from clip2depth.config import PAPER_PROMPT
+from clip2depth.analysis.mirror import conditioning_maps, expand_checkpoints, nearest_tokens, prompt_similarities
+from clip2depth.cli import ablate as ablate_cmd
+from clip2depth.cli import consistency as consistency_cmd
+from clip2depth.cli import inspect_mirror as inspect_cmd
 from clip2depth.data import build_dataset
-from clip2depth.evaluate import EvalSettings, evaluate, write_outputs
+from clip2depth.evaluation.protocol import EvalSettings, evaluate, write_outputs
+from clip2depth.evaluation.spatial import boundary_errors, depth_edges, patch_artifact, spatial_metrics
+from clip2depth.evaluation.temporal import analyse_sequence, synthetic_sequence, temporal_metrics
+from clip2depth.models.checkpoint import save_pretrained
+from clip2depth.models.config import PAPER_PROMPT
 
 TINY_RUN = [
     "--set", "train.max_steps=2", "--set", "train.val_every=2", "--set", "train.batch_size=4",
@@ -223,7 +218,7 @@ def test_ablate_rerun_does_not_retrain(ablation_dir, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished variant was trained again")
 
-    monkeypatch.setattr("clip2depth.train.train", no_training)
+    monkeypatch.setattr("clip2depth.training.trainer.train", no_training)
     assert run_command(ablate_cmd, argv) == 0
     assert (out / "prompt=mirror" / "last" / "model.safetensors").stat().st_mtime_ns == before
 

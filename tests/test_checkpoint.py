@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import clip2depth
-from clip2depth.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from clip2depth.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 
 @pytest.fixture()
@@ -103,7 +103,7 @@ def test_missing_or_broken_files_are_named(tmp_path, saved):
 def test_failed_save_leaves_the_previous_checkpoint_intact(saved, monkeypatch):
     model, out = saved
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    import clip2depth.checkpoint as ckpt
+    import clip2depth.models.checkpoint as ckpt
 
     def boom(*args, **kwargs):
         raise OSError("disk full")

@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from clip2depth.errors import ConfigError
-from clip2depth.models.depthclip import (
-    DepthCLIP,
-    build_depthclip,
-)
+from clip2depth.models.depthclip import DepthCLIP, build_depthclip
 
 # The authors' exact strings (template 'This {} is {}': no trailing period) and bins in metres.
 PROMPTS = [

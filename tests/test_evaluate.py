@@ -12,9 +12,9 @@ from PIL import Image
 
 import clip2depth
 from clip2depth.cli import main
-from clip2depth.evaluate import EvalSettings, evaluate, predict_sample
-from clip2depth.io import load_depth_png16
-from clip2depth.metrics import METRIC_KEYS, MetricAverager, compute_metrics
+from clip2depth.evaluation.metrics import METRIC_KEYS, MetricAverager, compute_metrics
+from clip2depth.evaluation.protocol import EvalSettings, evaluate, predict_sample
+from clip2depth.io.depth import load_depth_png16
 from clip2depth.models.constant import ConstantDepth
 
 

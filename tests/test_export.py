@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import clip2depth
-from clip2depth.commands import export as export_command
-from clip2depth.export import INPUT_NAME, OUTPUT_NAME, export_onnx, verify_onnx
+from clip2depth.cli import export as export_command
+from clip2depth.inference.export import INPUT_NAME, OUTPUT_NAME, export_onnx, verify_onnx
 
 MAX_RELATIVE_ERROR = 1e-4
 
@@ -157,7 +157,7 @@ def test_cli_refuses_bad_check_sizes_before_exporting(tmp_path, sizes, message):
 
 
 def test_cli_fails_when_the_check_fails(tmp_path, monkeypatch):
-    import clip2depth.export as export_module
+    import clip2depth.inference.export as export_module
 
     monkeypatch.setattr(export_module, "verify_onnx", lambda *a, **k: {(64, 64): 1e-2})
     args = _cli(["export", "--model", "tiny", "--onnx", str(tmp_path / "m.onnx"), "--check-sizes", "64", "64"])

@@ -10,7 +10,7 @@ import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 import clip2depth
-from clip2depth.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from clip2depth.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,11 @@ import pytest
 from PIL import Image
 
 from clip2depth.errors import DataError
-from clip2depth.io import (
-    atomic_path,
-    colorize_depth,
-    expand_inputs,
-    load_depth_png16,
-    load_image,
-    output_stem,
-    output_stems,
-    save_depth_npy,
-    save_depth_png16,
-    to_rgb_uint8,
-)
+from clip2depth.io.atomic import atomic_path
+from clip2depth.io.colour import colorize_depth
+from clip2depth.io.depth import load_depth_png16, save_depth_npy, save_depth_png16
+from clip2depth.io.images import load_image, to_rgb_uint8
+from clip2depth.io.inputs import expand_inputs, output_stem, output_stems
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 

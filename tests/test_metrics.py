@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clip2depth.errors import ConfigError
-from clip2depth.metrics import (
+from clip2depth.evaluation.metrics import (
     CROPS,
     METRIC_KEYS,
     MetricAverager,

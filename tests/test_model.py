@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 import clip2depth
-from clip2depth.config import PAPER_PROMPT
 from clip2depth.models.clip_backbone import build_clip
-from clip2depth.models.inference import network_size
+from clip2depth.models.config import PAPER_PROMPT
+from clip2depth.models.infer import network_size
 from clip2depth.models.prompt_encoder import PromptEncoder
 
 

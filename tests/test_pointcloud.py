@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from clip2depth.errors import ConfigError, DataError
-from clip2depth.pointcloud import Intrinsics, backproject, load_ply, save_ply, valid_mask
+from clip2depth.inference.pointcloud import Intrinsics, backproject, valid_mask
+from clip2depth.io.ply import load_ply, save_ply
 
 
 def test_intrinsics_from_fov() -> None:

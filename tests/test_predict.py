@@ -1,4 +1,4 @@
-"""``clip2depth predict`` and :func:`clip2depth.predict.predict_paths` on the files users actually have."""
+"""``clip2depth predict`` and :func:`clip2depth.inference.predict.predict_paths` on the files users actually have."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import torch
 from PIL import Image
 
 import clip2depth
-from clip2depth import cli
+from clip2depth.cli import main
 from clip2depth.errors import ConfigError
-from clip2depth.io import load_depth_png16, load_image
-from clip2depth.pointcloud import Intrinsics, load_ply, valid_mask
-from clip2depth.predict import CameraSpec, PredictOptions, parse_formats, predict_paths
+from clip2depth.inference.pointcloud import Intrinsics, valid_mask
+from clip2depth.inference.predict import CameraSpec, PredictOptions, parse_formats, predict_paths
+from clip2depth.io.depth import load_depth_png16
+from clip2depth.io.images import load_image
+from clip2depth.io.ply import load_ply
 
 
 @dataclass
@@ -29,12 +31,10 @@ class CliResult:
 
 
 def run_cli(*argv: str) -> CliResult:
-    """``clip2depth -q predict ...`` through the real CLI entry point (with "predict" registered)."""
-    commands = cli.COMMANDS if "predict" in cli.COMMANDS else [*cli.COMMANDS, "predict"]
+    """``clip2depth -q predict ...`` through the real CLI entry point."""
     out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        mp.setattr(cli, "COMMANDS", commands)
-        code = cli.main(["-q", "predict", *argv])
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["-q", "predict", *argv])
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
@@ -161,7 +161,7 @@ def test_unknown_format_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_video_gives_a_depth_video_with_every_frame(model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("av", reason="PyAV not installed (pip install av)")
-    from clip2depth.video import VideoWriter, iter_video_frames
+    from clip2depth.io.video import VideoWriter, iter_video_frames
 
     source = tmp_path / "clip.mp4"
     with VideoWriter(source, fps=10.0, size=(48, 32)) as writer:
@@ -183,7 +183,7 @@ def test_large_images_are_downscaled_with_a_warning(
     model: clip2depth.Clip2Depth, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     Image.fromarray(_pattern(48, 80, 4)).save(tmp_path / "big.png")
-    caplog.set_level(logging.WARNING, logger="clip2depth.predict")
+    caplog.set_level(logging.WARNING, logger="clip2depth.inference.predict")
 
     report = predict_paths(model, [tmp_path / "big.png"], out_dir=tmp_path / "out", progress=False,
                            options=PredictOptions(formats=("npy",), max_side=32))  # fmt: skip

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 import clip2depth
 from clip2depth.cli import main
 from clip2depth.errors import Clip2DepthError, ConfigError
-from clip2depth.losses import silog_loss
-from clip2depth.recipes import apply_overrides, load_recipe
-from clip2depth.train import Trainer, one_cycle_lr, train
+from clip2depth.training.config import apply_overrides, load_recipe
+from clip2depth.training.losses import silog_loss
+from clip2depth.training.trainer import Trainer, one_cycle_lr, train
 
 SMALL = [
     "data.kwargs.size=[64, 96]", "data.kwargs.length=32", "data.val_kwargs.size=[64, 96]",
@@ -96,7 +96,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
 
 
 def test_nonfinite_loss_is_skipped_and_counted(tmp_path, monkeypatch):
-    import clip2depth.train as train_module
+    import clip2depth.training.trainer as train_module
 
     calls = {"n": 0}
     real = train_module.silog_loss
@@ -115,7 +115,7 @@ def test_nonfinite_loss_is_skipped_and_counted(tmp_path, monkeypatch):
 
 
 def test_too_many_nonfinite_losses_stop_with_a_clear_error(tmp_path, monkeypatch):
-    import clip2depth.train as train_module
+    import clip2depth.training.trainer as train_module
 
     monkeypatch.setattr(train_module, "silog_loss", lambda pred, gt, **kw: pred.sum() * float("nan"))
     with pytest.raises(Clip2DepthError, match="non-finite losses in a row"):
@@ -137,7 +137,7 @@ def test_failure_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, mo
         for _, p in trainer.model.trainable_parameters():
             p.add_(1.0)
 
-    import clip2depth.checkpoint as ckpt
+    import clip2depth.models.checkpoint as ckpt
 
     real_save = ckpt.save_file
     calls = {"n": 0}
@@ -187,7 +187,7 @@ def test_demo_writes_report_and_summary(tmp_path, capsys):
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) >= {"model", "baseline", "seconds"}
-    assert set(summary["model"]) == set(clip2depth.metrics.METRIC_KEYS) == set(summary["baseline"])
+    assert set(summary["model"]) == set(clip2depth.evaluation.metrics.METRIC_KEYS) == set(summary["baseline"])
     for name in ("report.md", "curves.png", "samples.png"):
         assert (out / name).is_file()
     assert "AbsRel model/baseline" in capsys.readouterr().out

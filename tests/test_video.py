@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clip2depth.errors import Clip2DepthError, DataError
-from clip2depth.video import VideoWriter, iter_video_frames, video_info
+from clip2depth.io.video import VideoWriter, iter_video_frames, video_info
 
 try:
     import av

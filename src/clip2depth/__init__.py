@@ -7,10 +7,10 @@ Quick start::
     depth_m = model.infer(pil_image)   # H×W float32 numpy array, metres
 """
 
-from .config import ModelConfig, list_models, load_preset
-from .errors import CheckpointError, Clip2DepthError, ConfigError, DataError
-from .factory import create_model
-from .models.clip2depth import Clip2Depth
+from clip2depth.errors import CheckpointError, Clip2DepthError, ConfigError, DataError
+from clip2depth.models.clip2depth import Clip2Depth
+from clip2depth.models.config import ModelConfig, list_models, load_preset
+from clip2depth.models.factory import create_model
 
 __version__ = "0.1.0"
 

@@ -29,12 +29,13 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import is_model_dir, load_trained_state, read_model_dir
-from ..config import PAPER_PROMPT
-from ..errors import ConfigError
-from ..io import atomic_path, colorize_depth
-from ..models.clip2depth import Clip2Depth
-from ..models.inference import network_size
+from clip2depth.errors import ConfigError
+from clip2depth.io.atomic import atomic_path
+from clip2depth.io.colour import colorize_depth
+from clip2depth.models.checkpoint import is_model_dir, load_trained_state, read_model_dir
+from clip2depth.models.clip2depth import Clip2Depth
+from clip2depth.models.config import PAPER_PROMPT
+from clip2depth.models.infer import network_size
 
 logger = logging.getLogger(__name__)
 

@@ -164,7 +164,7 @@ class DepthDataset(Dataset):
 
     Class attributes tell the evaluator which protocol applies: ``min_depth`` / ``max_depth``
     (metres, valid ground truth is strictly between them) and ``default_crop`` (a name of
-    :data:`clip2depth.metrics.CROPS`, or None).
+    :data:`clip2depth.evaluation.metrics.CROPS`, or None).
     """
 
     min_depth: float = 1e-3

@@ -5,15 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from clip2depth.data.base import (
-    DepthDataset,
-    Sample,
-    Transform,
-    parse_list,
-    read_depth,
-    read_list,
-    read_rgb,
-)
+from clip2depth.data.base import DepthDataset, Sample, Transform, parse_list, read_depth, read_list, read_rgb
 from clip2depth.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)

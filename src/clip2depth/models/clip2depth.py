@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from .decoder import FiLMDepthDecoder
-from .image_encoder import FrozenImageEncoder
-from .inference import predict_depth
-from .prompt_encoder import PromptEncoder
+from clip2depth.models.config import ModelConfig
+from clip2depth.models.decoder import FiLMDepthDecoder
+from clip2depth.models.image_encoder import FrozenImageEncoder
+from clip2depth.models.infer import predict_depth
+from clip2depth.models.prompt_encoder import PromptEncoder
 
 
 class Clip2Depth(nn.Module):
@@ -125,7 +125,7 @@ class Clip2Depth(nn.Module):
 
     def save_pretrained(self, directory: str) -> None:
         """Write ``config.json`` + ``model.safetensors`` (trained parts only) into ``directory``."""
-        from ..checkpoint import save_pretrained
+        from clip2depth.models.checkpoint import save_pretrained
 
         save_pretrained(self, directory)
 

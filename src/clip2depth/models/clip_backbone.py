@@ -18,7 +18,7 @@ import open_clip
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from clip2depth.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def register_clip_configs() -> None:
     """Make the package's CLIP configs (e.g. ``clip2depth-tiny-vit``) known to open_clip."""
     global _REGISTERED
     if not _REGISTERED:
-        with resources.as_file(resources.files("clip2depth") / "clip_configs") as path:
+        with resources.as_file(resources.files("clip2depth.models") / "clip_configs") as path:
             open_clip.add_model_config(Path(path))
         _REGISTERED = True
 

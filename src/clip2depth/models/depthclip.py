@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .clip2depth import Clip2Depth
-from .clip_backbone import build_clip
+from clip2depth.errors import ConfigError
+from clip2depth.models.clip2depth import Clip2Depth
+from clip2depth.models.clip_backbone import build_clip
 
 NORMALIZATIONS = ("imagenet", "clip")
 # channel_subsample: the authors' choice (see the module docstring). attnpool_value: the attention

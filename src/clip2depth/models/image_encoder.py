@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from clip2depth.errors import ConfigError
 
 
 class FrozenImageEncoder(nn.Module):

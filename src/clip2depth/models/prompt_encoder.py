@@ -6,7 +6,7 @@ import open_clip
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from clip2depth.errors import ConfigError
 
 
 class PromptEncoder(nn.Module):

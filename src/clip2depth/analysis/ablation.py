@@ -1,0 +1,380 @@
+"""The paper's ablations in one run: train and evaluate variants of a recipe that differ in one model field.
+
+Every variant is the same recipe (data, schedule, seed) with a few :class:`~clip2depth.models.config.ModelConfig`
+fields changed through ``model_overrides``:
+
+==================  =====================================================================
+``prompt=MODE``     ``prompt_mode`` = ``mirror``, ``language``, ``concat`` or ``none``
+``mirror_length=N`` ``prompt_mode=mirror``, ``mirror_length`` = N
+``finetune=K``      ``prompt_mode=mirror``, ``unfreeze_image_blocks`` = K (the last K CLIP image blocks
+                    that run are trained too: the "fine-tuning CLIP" comparison)
+==================  =====================================================================
+
+Each variant trains into ``<out>/<variant>/`` (a normal run directory) and its ``best/`` (or ``last/``)
+model is evaluated on the recipe's validation split into ``<out>/<variant>/eval/``. A rerun skips what is
+done: a finished training is not repeated, an interrupted one is resumed, an evaluation of the same
+weights with the same settings is read back. Two variants that resolve to the same model (e.g.
+``prompt=mirror`` and ``mirror_length=64`` for the ViT-B/16 preset) are trained once.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clip2depth.errors import ConfigError
+from clip2depth.evaluation.metrics import METRIC_KEYS, lower_is_better
+from clip2depth.io.atomic import atomic_path, atomic_write_json
+from clip2depth.models.checkpoint import is_model_dir, read_model_dir
+from clip2depth.models.config import PROMPT_MODES, ModelConfig, list_models, load_preset
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_VARIANTS: tuple[str, ...] = (
+    "prompt=mirror",
+    "prompt=language",
+    "prompt=concat",
+    "prompt=none",
+    "mirror_length=1",
+    "mirror_length=4",
+    "mirror_length=16",
+    "mirror_length=64",
+    "finetune=1",
+)
+"""The variants run when none are named: the paper's prompt modes, mirror lengths and fine-tuning."""
+
+TEMPORAL_KEYS: tuple[str, ...] = ("flicker", "change_error", "scale_drift")
+"""Columns added by ``temporal_frames`` (see :func:`clip2depth.evaluation.temporal.temporal_metrics`)."""
+
+# Recipe fields that cannot change the trained weights: a run differing only in these is reused.
+_NEUTRAL_KEYS = {"train": ("num_workers", "log_every", "tensorboard", "time_limit_s")}
+_MARKER = "ablation_run.json"
+
+
+def variant_overrides(name: str) -> dict[str, Any]:
+    """The ``model_overrides`` of a variant name (see the module docstring)."""
+    key, sep, value = name.partition("=")
+    if not sep:
+        raise ConfigError(f"variant {name!r}: expected prompt=MODE, mirror_length=N or finetune=K")
+    if key == "prompt":
+        if value not in PROMPT_MODES:
+            raise ConfigError(f"variant {name!r}: prompt mode must be one of {', '.join(PROMPT_MODES)}")
+        return {"prompt_mode": value}
+    if key in ("mirror_length", "finetune"):
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"variant {name!r}: {key} needs an integer") from None
+        field_name = "mirror_length" if key == "mirror_length" else "unfreeze_image_blocks"
+        return {"prompt_mode": "mirror", field_name: number}
+    raise ConfigError(f"unknown variant {name!r}; use prompt=MODE, mirror_length=N or finetune=K")
+
+
+def variant_recipe(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` with ``overrides`` merged into its ``model_overrides``."""
+    out = copy.deepcopy(recipe)
+    out["model_overrides"] = {**(out.get("model_overrides") or {}), **overrides}
+    return out
+
+
+def resolved_model_config(recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """The full model config a recipe trains (validates the overrides); None when the model is remote."""
+    model = str(recipe["model"])
+    if model in list_models():
+        base = load_preset(model)
+    elif is_model_dir(model):
+        base = ModelConfig.from_dict(read_model_dir(model)["model"], source=f"{model}/config.json")
+    else:
+        return None
+    return base.replace(**(recipe.get("model_overrides") or {})).to_dict()
+
+
+def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
+    plain = yaml.safe_load(yaml.safe_dump(recipe))  # tuples → lists, as in the saved config.yaml
+    for section, keys in _NEUTRAL_KEYS.items():
+        for key in keys:
+            (plain.get(section) or {}).pop(key, None)
+    return plain
+
+
+@dataclass
+class VariantResult:
+    """One row of the ablation table."""
+
+    name: str
+    overrides: dict[str, Any]
+    run_dir: str
+    checkpoint: str = ""
+    step: int = 0
+    complete: bool = False  # trained to the recipe's last step
+    same_as: str | None = None  # the variant whose run this one shares
+    trainable_params: int = 0
+    train_seconds: float = math.nan
+    count: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)  # spatial / temporal columns
+
+
+def _read_resume_state(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "last" / "resume.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["state"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc}); delete {run_dir} to retrain this variant") from exc
+
+
+def train_variant(recipe: dict[str, Any], run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train ``recipe`` into ``run_dir`` unless it is already trained there; returns the run's marker.
+
+    The marker (``ablation_run.json``) records the run's total steps once training ended. A run directory
+    trained with a different recipe is refused, never overwritten.
+    """
+    from clip2depth.training.trainer import train
+
+    marker_path = run_dir / _MARKER
+    state = _read_resume_state(run_dir)
+    if state is not None:
+        saved = run_dir / "config.yaml"
+        if not saved.is_file() or _comparable(yaml.safe_load(saved.read_text())) != _comparable(recipe):
+            raise ConfigError(f"{run_dir} holds a run with other settings than this ablation's; pass another --out "
+                              f"or delete {run_dir}")
+        marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
+        if marker.get("total_steps") is not None and state["step"] >= marker["total_steps"]:
+            logger.info("%s: already trained (%d steps), not retrained", run_dir.name, state["step"])
+            return marker
+        logger.info("%s: resuming at step %d", run_dir.name, state["step"])
+        summary = train(recipe, run_dir, resume=True, progress=progress)
+    else:
+        summary = train(recipe, run_dir, progress=progress)
+    marker = {"total_steps": None if summary["stopped"] else summary["total_steps"], "stopped": summary["stopped"]}
+    atomic_write_json(marker_path, marker)
+    if summary["stopped"] in ("SIGINT", "SIGTERM"):  # the user wants the whole ablation to stop, not this variant
+        raise KeyboardInterrupt
+    return marker
+
+
+def evaluate_variant(
+    recipe: dict[str, Any],
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    spatial: bool = False,
+    temporal_frames: int = 0,
+    progress: bool = True,
+) -> tuple[dict[str, Any], int]:
+    """Evaluate ``model_dir`` with the recipe's evaluation settings; ``(metrics.json content, trainable)``.
+
+    A ``metrics.json`` in ``out_dir`` for the same weights and settings is returned instead of
+    re-evaluating.
+    """
+    from clip2depth.data import build_dataset
+    from clip2depth.evaluation.protocol import EvalSettings, evaluate, write_outputs
+    from clip2depth.models.factory import create_model, resolve_device
+    from clip2depth.models.profiling import count_parameters
+
+    d, e = recipe["data"], recipe["eval"]
+    split = split or d.get("val_split", "test")
+    limit = limit if limit is not None else e.get("limit")
+    key = {"weights_sha256": read_model_dir(model_dir).get("weights_sha256"), "split": split, "limit": limit,
+           "spatial": spatial, "temporal_frames": temporal_frames, "data": d, "eval": e}
+    cached = out_dir / "metrics.json"
+    if cached.is_file():
+        data = json.loads(cached.read_text())
+        if data.get("ablation_key") == json.loads(json.dumps(key)):
+            return data, int(data["trainable_params"])
+
+    model = create_model(model_dir, device=resolve_device("auto"))
+    trainable, _ = count_parameters(model)
+    dataset = build_dataset(d["dataset"], split=split, root=d.get("root"), **(d.get("val_kwargs") or {}))
+    settings = EvalSettings.from_recipe(e)
+    extra_metrics = None
+    if spatial:
+        from functools import partial
+
+        from clip2depth.evaluation.spatial import spatial_metrics
+
+        extra_metrics = partial(spatial_metrics, period=model.patch_size, min_depth=settings.min_depth)
+    result = evaluate(model, dataset, settings, limit=limit, progress=progress, extra_metrics=extra_metrics)
+    temporal: dict[str, float] = {}
+    if temporal_frames:
+        from clip2depth.evaluation.temporal import analyse_sequence, synthetic_sequence
+
+        size = tuple((d.get("val_kwargs") or {}).get("size", (240, 320)))
+        frames, depths = synthetic_sequence(temporal_frames, size=size, seed=int(recipe["train"]["seed"]))
+        truth = {name: depth for (name, _), depth in zip(frames, depths, strict=True)}
+        summary = analyse_sequence(model, frames, truth.__getitem__, min_depth=settings.min_depth,
+                                   max_depth=settings.max_depth)["summary"]
+        temporal = {k: summary[k] for k in TEMPORAL_KEYS}
+    write_outputs(result, out_dir, extra={"model": str(model_dir), "split": split, "trainable_params": trainable,
+                                          "temporal_metrics": temporal, "ablation_key": key})
+    return json.loads(cached.read_text()), trainable
+
+
+def run_ablation(
+    recipe: dict[str, Any],
+    out_dir: str | Path,
+    variants: list[str] | None = None,
+    *,
+    checkpoint: str = "best",
+    split: str | None = None,
+    eval_limit: int | None = None,
+    spatial: bool = False,
+    temporal_frames: int = 0,
+    progress: bool = True,
+) -> list[VariantResult]:
+    """Train (or reuse) and evaluate every variant, then write the report into ``out_dir``.
+
+    Args:
+        recipe: the base recipe (after ``--set`` overrides); every variant shares it but for its model fields.
+        variants: names as in :data:`DEFAULT_VARIANTS` (default: all of those).
+        checkpoint: ``best`` (lowest validation AbsRel, the default) or ``last``.
+        split: evaluation split (default: the recipe's ``data.val_split``).
+        spatial: add ``dbe_acc``, ``dbe_comp``, ``patch_artifact`` (:mod:`clip2depth.evaluation.spatial`).
+        temporal_frames: >0 adds flicker, change error and scale drift on a synthetic camera path of that
+            many frames (:mod:`clip2depth.evaluation.temporal`).
+
+    Returns:
+        One :class:`VariantResult` per variant, in the order given.
+    """
+    if checkpoint not in ("best", "last"):
+        raise ConfigError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    names = list(dict.fromkeys(variants or DEFAULT_VARIANTS))
+    out_dir = Path(out_dir)
+    planned = []
+    for name in names:  # resolve every variant first: a bad one fails before hours of training
+        overrides = variant_overrides(name)
+        vrecipe = variant_recipe(recipe, overrides)
+        planned.append((name, overrides, vrecipe, resolved_model_config(vrecipe)))
+
+    results: list[VariantResult] = []
+    trained: dict[str, tuple[str, dict]] = {}  # identity of (model config, rest of recipe) → variant
+    for i, (name, overrides, vrecipe, config) in enumerate(planned, 1):
+        rest = {k: v for k, v in _comparable(vrecipe).items() if k != "model_overrides"}
+        identity = json.dumps([config or vrecipe["model_overrides"], rest], sort_keys=True, default=str)
+        result = VariantResult(name=name, overrides=overrides, run_dir=str(out_dir / name))
+        if identity in trained:
+            twin, twin_recipe = trained[identity]
+            logger.info("[%d/%d] %s: the same model as %s, not trained again", i, len(planned), name, twin)
+            result.same_as, result.run_dir, vrecipe = twin, str(out_dir / twin), twin_recipe
+        else:
+            logger.info("[%d/%d] %s: model_overrides %s", i, len(planned), name, vrecipe["model_overrides"])
+            trained[identity] = (name, vrecipe)
+            train_variant(vrecipe, out_dir / name, progress=progress)
+        run_dir = Path(result.run_dir)
+        state = _read_resume_state(run_dir) or {}
+        marker = json.loads((run_dir / _MARKER).read_text())
+        model_dir = run_dir / checkpoint if is_model_dir(run_dir / checkpoint) else run_dir / "last"
+        data, trainable = evaluate_variant(vrecipe, model_dir, run_dir / "eval", split=split, limit=eval_limit,
+                                           spatial=spatial, temporal_frames=temporal_frames, progress=progress)
+        result.checkpoint = model_dir.name
+        result.step = int((read_model_dir(model_dir).get("best") or {}).get("step", state.get("step", 0)))
+        result.complete = marker.get("total_steps") is not None
+        result.trainable_params = trainable
+        result.train_seconds = float(state.get("elapsed_s", math.nan))
+        result.count = int(data["count"])
+        result.metrics = data["metrics"]
+        result.extra = {**data.get("extra_metrics", {}), **data.get("temporal_metrics", {})}
+        results.append(result)
+    write_report(results, out_dir, recipe)
+    return results
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def _columns(results: list[VariantResult]) -> list[str]:
+    extra = list(dict.fromkeys(k for r in results for k in r.extra))
+    return [*METRIC_KEYS, *extra]
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def write_report(results: list[VariantResult], out_dir: str | Path, recipe: dict[str, Any]) -> None:
+    """``ablation.csv`` (every number), ``ablation.md`` (the table, best value per column in bold) and
+    ``ablation.png`` (AbsRel and δ1 per variant)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = _columns(results)
+    rows = [{**r.metrics, **r.extra} for r in results]
+
+    with atomic_path(out_dir / "ablation.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", "model_overrides", "same_as", "checkpoint", "step", "complete", "count",
+                         *columns, "trainable_params", "train_seconds"])
+        for r, row in zip(results, rows, strict=True):
+            writer.writerow([r.name, json.dumps(r.overrides), r.same_as or "", r.checkpoint, r.step, r.complete,
+                             r.count, *[row.get(c, math.nan) for c in columns], r.trainable_params,
+                             round(r.train_seconds, 2)])
+
+    best: dict[str, float] = {}
+    for c in columns:
+        values = [row[c] for row in rows if c in row and math.isfinite(row[c])]
+        if values:
+            higher = c in METRIC_KEYS and not lower_is_better(c)
+            best[c] = max(values) if higher else min(values)
+    t = recipe["train"]
+    lines = [
+        "# Ablation",
+        "",
+        f"Recipe: model `{recipe['model']}`, data `{recipe['data']['dataset']}`, seed {t['seed']}, "
+        f"{t.get('max_steps') or str(t['epochs']) + ' epochs'} steps, batch {t['batch_size']}; every variant "
+        "identical but for its model fields. Metrics on the evaluation split (SPEC §3); lower is better except "
+        "δ1–δ3. Best value per column in bold.",
+        "",
+        "| variant | trainable | train s | " + " | ".join(columns) + " |",
+        "|---|---:|---:|" + "---:|" * len(columns),
+    ]
+    for r, row in zip(results, rows, strict=True):
+        cells = []
+        for c in columns:
+            text = _fmt(row.get(c, math.nan))
+            cells.append(f"**{text}**" if c in best and row.get(c) == best[c] and len(results) > 1 else text)
+        notes = []
+        if r.same_as:
+            notes.append(f"same run as {r.same_as}")
+        if not r.complete:
+            notes.append("training incomplete")
+        label = r.name + (f" ({'; '.join(notes)})" if notes else "")
+        lines.append(f"| {label} | {r.trainable_params:,} | {r.train_seconds:.0f} | " + " | ".join(cells) + " |")
+    lines += ["", f"Checkpoint evaluated: {results[0].checkpoint if results else '-'}; images: "
+                  f"{results[0].count if results else 0}. Per-variant runs and metrics in `<variant>/` and "
+                  "`<variant>/eval/`."]
+    with atomic_path(out_dir / "ablation.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    plot_ablation(results, out_dir / "ablation.png")
+
+
+def plot_ablation(results: list[VariantResult], path: str | Path) -> None:
+    """Horizontal bars of AbsRel (lower is better) and δ1 (higher is better) per variant."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [r.name for r in results]
+    fig = Figure(figsize=(9, 0.45 * len(names) + 1.2), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, title in ((axes[0], "abs_rel", "AbsRel (lower is better)"), (axes[1], "d1", "δ1 (higher is better)")):
+        values = [r.metrics.get(key, math.nan) for r in results]
+        bars = ax.barh(range(len(names)), values, color=["C0" if not r.same_as else "C7" for r in results])
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+        ax.set_title(title, fontsize=9)
+        ax.margins(x=0.2)
+    axes[0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

@@ -1,0 +1,54 @@
+"""``clip2depth info``: parameter counts and FLOPs of a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "info"
+HELP = "parameter counts (trainable vs frozen, per module) and GFLOPs per image"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(NAME, help=HELP, description=HELP)
+    p.add_argument("--model", default="clip2depth-vit-b-16", help="preset name or trained-model directory")
+    p.add_argument("--pretrained", default=None, help="CLIP weights (open_clip tag or file); default random")
+    p.add_argument("--size", nargs=2, type=int, default=[416, 544], metavar=("H", "W"),
+                   help="input size for the FLOP count (default 416 544)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from clip2depth.models.factory import create_model
+    from clip2depth.models.profiling import count_flops, count_parameters, parameter_table
+
+    model = create_model(args.model, pretrained=args.pretrained)
+    h, w = args.size
+    p = model.patch_size
+    if h % p or w % p:
+        from clip2depth.errors import ConfigError
+
+        raise ConfigError(f"--size {h} {w}: both must be multiples of the patch size {p}")
+    trainable, frozen = count_parameters(model)
+    result = {
+        "model": args.model,
+        "clip_model": model.config.clip_model,
+        "size": [h, w],
+        "trainable": trainable,
+        "frozen": frozen,
+        "modules": parameter_table(model),
+        "gflops": count_flops(model, h, w),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"model {args.model} (CLIP {model.config.clip_model}), input {h}x{w}")
+    print(f"{'module':<16}{'trainable':>14}{'frozen':>16}")
+    for name, counts in result["modules"].items():
+        print(f"{name:<16}{counts['trainable']:>14,}{counts['frozen']:>16,}")
+    print(f"{'total':<16}{trainable:>14,}{frozen:>16,}")
+    g = result["gflops"]
+    print(f"GFLOPs per image: {g['per_image']:.2f} (image encoder {g['image_encoder']:.2f}, "
+          f"decoder {g['decoder']:.2f}); query once per step: {g['query_once']:.2f}")
+    return 0

@@ -1,0 +1,86 @@
+"""``clip2depth predict``: depth maps, colour images, point clouds and depth videos for your own files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from clip2depth.inference.predict import DEFAULT_FORMATS, DEFAULT_MAX_SIDE, FORMATS
+
+NAME = "predict"
+HELP = "depth for images, folders, glob patterns and videos: 16-bit PNG, .npy, colour image, point cloud"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        NAME, help=HELP, description=HELP + ". Outputs are named after the inputs; see docs/predict.md."
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image or video files, folders (searched recursively) or quoted glob patterns "
+                        "('shots/**/*.jpg')")
+    p.add_argument("--model", required=True, help="trained-model directory, hf-hub:org/name or preset name")
+    p.add_argument("--pretrained", default=None,
+                   help="CLIP weights (open_clip tag or file); default: those recorded with the model")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--format", default=",".join(DEFAULT_FORMATS),
+                   help=f"comma-separated outputs from {','.join(FORMATS)} (default: %(default)s): "
+                        "png16 = <stem>.png, uint16 depth × --depth-scale; npy = <stem>.npy, float32 metres; "
+                        "color = <stem>_color.png (videos: <stem>_depth.mp4); ply = <stem>.ply, coloured points")
+    p.add_argument("--depth-scale", type=float, default=1000.0,
+                   help="PNG16 units per metre (default 1000: millimetres; KITTI uses 256)")
+    camera = p.add_argument_group(
+        "camera for point clouds", "in pixels of the upright image; default: 60° horizontal field of view, "
+                                   "principal point at the image centre")  # fmt: skip
+    camera.add_argument("--fx", type=float, default=None, help="horizontal focal length (alone: also sets fy)")
+    camera.add_argument("--fy", type=float, default=None, help="vertical focal length (default: fx)")
+    camera.add_argument("--cx", type=float, default=None, help="principal point column (default: (W-1)/2)")
+    camera.add_argument("--cy", type=float, default=None, help="principal point row (default: (H-1)/2)")
+    camera.add_argument("--fov", type=float, default=None, metavar="DEG",
+                        help="horizontal field of view in degrees, instead of --fx/--fy")
+    p.add_argument("--batch-size", type=int, default=4, help="images of the same size predicted together (default 4)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+                   help=f"predict larger images downscaled to this longest side, outputs at full size "
+                        f"(default {DEFAULT_MAX_SIDE}; 0: no limit)")
+    p.add_argument("--colorbar", action="store_true", help="add a depth scale in metres to colour outputs")
+    p.add_argument("--cmap", default="turbo", help="matplotlib colour map of colour outputs (default turbo)")
+    p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
+    p.add_argument("--frames", action="store_true",
+                   help="videos: also write png16/npy/ply per frame as <stem>_frames/NNNNNN.* "
+                        "(default: only the colour depth video)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from clip2depth.inference.predict import CameraSpec, PredictOptions, find_inputs, predict_paths
+    from clip2depth.models.factory import create_model, resolve_device
+
+    # Everything a user can get wrong is checked before the (slow) model load.
+    options = PredictOptions(
+        formats=args.format,
+        depth_scale=args.depth_scale,
+        camera=CameraSpec(fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov_deg=args.fov),
+        batch_size=args.batch_size,
+        max_side=args.max_side or None,
+        cmap=args.cmap,
+        colorbar=args.colorbar,
+        flip_tta=args.flip_tta,
+        video_frames=args.frames,
+    )
+    paths, problems = find_inputs(args.inputs, args.out)
+    if not paths:
+        print("error: no input matched; pass image or video files, folders or glob patterns", file=sys.stderr)
+        _print_failures(problems)
+        return 2
+    model = create_model(args.model, pretrained=args.pretrained, device=resolve_device(args.device))
+    report = predict_paths(model, args.inputs, out_dir=args.out, options=options, progress=not args.quiet)
+    print(f"{len(report.succeeded)} of {report.matched} inputs done, {len(report.outputs)} files written to {args.out}")
+    _print_failures(report.failed)
+    return report.exit_code
+
+
+def _print_failures(failed: list[tuple[str, str]]) -> None:
+    if failed:
+        print(f"{len(failed)} failed:", file=sys.stderr)
+    for path, reason in failed:
+        print(f"  {path}: {reason}", file=sys.stderr)

@@ -1,1 +1,0 @@
-"""One module per ``clip2depth`` subcommand, each with ``add_parser(subparsers)`` and ``run(args)``."""

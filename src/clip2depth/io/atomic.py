@@ -1,0 +1,51 @@
+"""Atomic writes: a file appears under its final name whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds.
+
+    The temporary file lives in the same folder (so ``os.replace`` is atomic) and has the same suffix
+    (so writers that pick a format from the suffix still work). Missing parent folders are created.
+    If the block raises, the temporary file is removed and ``path`` is left untouched. This guards
+    against partial files from crashes and interrupts; it does not fsync.
+
+    Example::
+
+        with atomic_path(out / "depth.png") as tmp:
+            Image.fromarray(array).save(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON (trailing newline) through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,145 @@
+"""Trained-model directories: ``config.json`` + ``model.safetensors`` (mirror + decoder only).
+
+Loading is strict: the file's checksum, the CLIP it was made for, the set of tensor names and every
+shape must match, or one :class:`CheckpointError` says what differs. Nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from clip2depth.errors import CheckpointError
+from clip2depth.io.atomic import atomic_path, atomic_write_json
+
+if TYPE_CHECKING:
+    from clip2depth.models.clip2depth import Clip2Depth
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "clip2depth"
+FORMAT_VERSION = 1
+
+
+def is_model_dir(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / CONFIG_NAME).is_file()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_state(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
+    """Atomically write ``state`` as safetensors; returns the file's sha256."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        digest = _sha256(tmp)
+    return digest
+
+
+def save_pretrained(model: Clip2Depth, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
+    """Write a directory that :func:`clip2depth.create_model` loads.
+
+    The weights go first and the config (which records their checksum) last, each atomically, so an
+    interrupted save never leaves a config pointing at a different weights file unnoticed.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "clip_model": model.config.clip_model}
+    digest = save_state(model.trainable_state_dict(), directory / WEIGHTS_NAME, metadata)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "clip": {
+            "weights": model.clip_weights,
+            "image_width": model.image_encoder.width,
+            "query_dim": model.prompt_encoder.query_dim,
+        },
+        "weights_sha256": digest,
+    }
+    if extra:
+        config.update(extra)
+    atomic_write_json(directory / CONFIG_NAME, config)
+
+
+def read_model_dir(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a trained-model directory."""
+    path = Path(directory) / CONFIG_NAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{directory} is not a clip2depth model directory: {CONFIG_NAME} is missing") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is unreadable or not valid JSON ({exc}); re-save the model") from exc
+    if data.get("format") != FORMAT or "model" not in data:
+        raise CheckpointError(f"{path} is not a clip2depth config (no 'format': '{FORMAT}' / 'model' entry)")
+    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {data['format_version']}, newer than this clip2depth "
+            f"understands ({FORMAT_VERSION}); upgrade clip2depth"
+        )
+    return data
+
+
+def load_trained_state(model: Clip2Depth, directory: str | Path, expected_sha256: str | None) -> None:
+    """Strictly load ``model.safetensors`` from ``directory`` into ``model``."""
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; a model directory needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is corrupt or not a safetensors file ({exc}); re-save the model") from exc
+
+    made_for = metadata.get("clip_model")
+    if made_for and made_for != model.config.clip_model:
+        raise CheckpointError(
+            f"{path} was trained for CLIP {made_for}, but the model being built uses "
+            f"{model.config.clip_model}; load it without overriding clip_model"
+        )
+    expected = model.trainable_state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit this model: missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
+            "(was it saved with a different prompt_mode, blocks or decoder size?)"
+        )
+    wrong = [
+        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if tuple(tensors[k].shape) != tuple(v.shape)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{path} was made for a different architecture or CLIP; shape mismatch in " + "; ".join(wrong[:3])
+        )
+    if expected_sha256 and _sha256(path) != expected_sha256:
+        raise CheckpointError(
+            f"{path} does not match the checksum recorded in {CONFIG_NAME}: the file was modified or "
+            "truncated after saving; restore it or re-save the model"
+        )
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for k, v in tensors.items():
+            target = params.get(k, buffers.get(k))
+            target.copy_(v.to(dtype=target.dtype, device=target.device))

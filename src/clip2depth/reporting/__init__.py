@@ -1,0 +1,1 @@
+"""Run reports: curves, sample grids and markdown summaries."""

@@ -1,0 +1,1 @@
+"""Training the mirror and decoder: recipes, loss, the training loop and its resume state."""
