@@ -1,4 +1,4 @@
-"""Speed and memory of CLIP2Depth against a full open_clip ``encode_image`` (SPEC §7 cost model).
+"""Speed and memory of CLIP2Depth against a full open_clip ``encode_image`` (docs/method.md#cost-model cost model).
 
 For each input size and batch, four cases are timed (median wall time of ``--repeats`` rounds after
 ``--warmup`` rounds; a round runs every case once, interleaved) and their peak memory measured:
@@ -9,7 +9,7 @@ For each input size and batch, four cases are timed (median wall time of ``--rep
 (d) one training step: forward, a SILog loss on a random target, backward, AdamW step over
     ``model.trainable_parameters()`` only (``q`` is recomputed, as in training).
 
-SPEC §7 expects (c)/(a) ≈ 0.75 and (d)/(a) ≈ 1 plus a few percent; the targets checked here are
+docs/method.md#cost-model expects (c)/(a) ≈ 0.75 and (d)/(a) ≈ 1 plus a few percent; the targets checked here are
 (c)/(a) ≤ 0.80 and (d)/(a) ≤ 1.3. Ratios are the median over rounds of the ratio within a round, so
 load from other processes that drifts between rounds cancels out. A case that misses its target
 gets a ``torch.profiler`` table of its top operators in the report.
@@ -86,7 +86,7 @@ section per device and precision; rerunning on a device replaces only that devic
 - **(c)** `model(x)` in eval mode under `torch.no_grad()`, query cached: inference.
 - **(d)** one training step: forward, SILog loss, backward, AdamW over the mirror and decoder.
 
-Targets (SPEC §7): (c)/(a) ≤ 0.80, (d)/(a) ≤ 1.3. Times are medians of wall time over rounds that
+Targets (docs/method.md#cost-model): (c)/(a) ≤ 0.80, (d)/(a) ≤ 1.3. Times are medians of wall time over rounds that
 interleave the cases; ratios are medians of the per-round ratios. Memory is the peak above what was
 resident before the case (weights, optimizer state).
 """
@@ -251,7 +251,7 @@ def profile_table(fn: Callable[[], object], device: torch.device) -> str:
 
 
 def silog_loss(pred: torch.Tensor, target: torch.Tensor, lam: float = 0.85, alpha: float = 10.0) -> torch.Tensor:
-    """``alpha · sqrt(mean(g²) − lam · mean(g)²)``, ``g = log pred − log target`` (SPEC §2)."""
+    """``alpha · sqrt(mean(g²) − lam · mean(g)²)``, ``g = log pred − log target`` (docs/method.md#training-recipe)."""
     g = torch.log(pred) - torch.log(target)
     return alpha * torch.sqrt((g * g).mean() - lam * g.mean() ** 2)
 
@@ -266,7 +266,8 @@ def reference_encoder(model: clip2depth.Clip2Depth, height: int, width: int, dev
 
 
 def reference_gflops(model: clip2depth.Clip2Depth, height: int, width: int, layers: int) -> float:
-    """Analytic GFLOPs of a full ViT ``encode_image`` (SPEC §7: per block 24·N·d² + 4·N²·d, plus the stem)."""
+    """Analytic GFLOPs of a full ViT ``encode_image`` (per block 24·N·d² + 4·N²·d plus the stem;
+    docs/method.md#cost-model)."""
     p, d = model.patch_size, model.image_encoder.width
     n = (height // p) * (width // p) + 1
     stem = 2 * (n - 1) * 3 * p * p * d

@@ -1,4 +1,4 @@
-"""DepthCLIP baseline (SPEC §4): the read-out formula, the prompts, the features, the options."""
+"""DepthCLIP baseline (docs/method.md#baselines): the read-out formula, the prompts, the features, the options."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model of SPEC §1: parity with open_clip, frozen CLIP, shapes, prompt modes, query cache."""
+"""The model of docs/method.md#the-model: parity with open_clip, frozen CLIP, shapes, prompt modes, query cache."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training (SPEC §2): schedule, loss, exact resume, fault handling, checkpoint safety, CLI, demo."""
+"""Training (docs/method.md#training-recipe): schedule, loss, exact resume, faults, checkpoint safety, CLI, demo."""
 
 from __future__ import annotations
 

@@ -332,7 +332,7 @@ def write_report(results: list[VariantResult], out_dir: str | Path, recipe: dict
         "",
         f"Recipe: model `{recipe['model']}`, data `{recipe['data']['dataset']}`, seed {t['seed']}, "
         f"{t.get('max_steps') or str(t['epochs']) + ' epochs'} steps, batch {t['batch_size']}; every variant "
-        "identical but for its model fields. Metrics on the evaluation split (SPEC §3); lower is better except "
+        "identical but for its model fields. Metrics on the evaluation split (BTS protocol); lower is better except "
         "δ1–δ3. Best value per column in bold.",
         "",
         "| variant | trainable | train s | " + " | ".join(columns) + " |",

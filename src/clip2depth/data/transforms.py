@@ -1,4 +1,4 @@
-"""Training augmentation (SPEC §2, the BTS/AdaBins recipe) and the KITTI KB crop.
+"""Training augmentation (docs/method.md#training-recipe, the BTS/AdaBins recipe) and the KITTI KB crop.
 
 A *sample* is a dict with ``image`` (3, H, W) float in [0, 1] and ``depth`` (1, H, W) metres with
 0 = invalid; other keys (``focal``, ``path``, ``name``, ...) pass through untouched. Geometric

@@ -1,7 +1,7 @@
 """Depth metrics, evaluation crops and the one place where per-image metrics are averaged.
 
-The protocol is the community standard of BTS ``eval_with_pngs.py`` (SPEC §3): every metric is
-computed per image on its valid pixels (:func:`compute_metrics`, which lists the formulas), then
+The protocol is the community standard of BTS ``eval_with_pngs.py`` (docs/method.md#evaluation-protocol):
+every metric is computed per image on its valid pixels (:func:`compute_metrics`, which lists the formulas), then
 averaged over images (:class:`MetricAverager`). Crops are named boolean masks (:data:`CROPS`).
 """
 

@@ -1,4 +1,4 @@
-"""Evaluation on the community protocol (SPEC §3), for any depth model and any dataset.
+"""Evaluation on the community protocol (docs/method.md#evaluation-protocol), for any depth model and any dataset.
 
 One path for every model (CLIP2Depth, the DepthCLIP baseline) and every caller (``clip2depth eval``,
 validation during training, the ablation runner). Bad items never end an evaluation: unreadable files,

@@ -1,6 +1,6 @@
 """Model presets: JSON files in ``clip2depth/presets`` read into a typed :class:`ModelConfig`.
 
-Every architecture choice the paper leaves open (marked *reconstructed* in the spec) is a field
+Every architecture choice the paper leaves open (listed as our choices in docs/method.md) is a field
 here, so that better information changes a JSON file, not the code.
 """
 

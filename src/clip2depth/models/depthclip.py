@@ -1,4 +1,4 @@
-"""DepthCLIP (Zhang et al., CVPR 2022, "Can Language Understand Depth?"): zero-shot depth, SPEC §4.
+"""DepthCLIP (Zhang et al., CVPR 2022, "Can Language Understand Depth?"): zero-shot depth, docs/method.md#baselines.
 
 Nothing is trained. A frozen CLIP RN50 gives one feature per 32×32 patch; seven prompts
 ``"This object is {distance}"`` give one text feature per depth bin. Per patch::

@@ -21,7 +21,7 @@ from clip2depth.models.prompt_encoder import PromptEncoder
 logger = logging.getLogger(__name__)
 
 HF_PREFIX = "hf-hub:"
-# Zero-shot baselines (SPEC §4): built from their own config dataclass, not a preset JSON.
+# Zero-shot baselines (docs/method.md#baselines): built from their own config dataclass, not a preset JSON.
 BASELINES = {"depthclip-rn50": build_depthclip}
 
 

@@ -12,7 +12,7 @@ from clip2depth.errors import ConfigError
 class PromptEncoder(nn.Module):
     """Produces the query vector ``q`` that FiLM-modulates the decoder.
 
-    Modes (SPEC §1):
+    Modes (docs/method.md#the-model):
 
     - ``mirror``: ``[SOT, M, EOT]`` + positional embedding through the frozen text transformer (causal
       mask), ``ln_final``, EOT position, ``text_projection``. ``M`` (L×width) is the only trainable part.

@@ -1,4 +1,4 @@
-"""Training loss (SPEC §2)."""
+"""Training loss (docs/method.md#training-recipe)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training the mirror and decoder (SPEC §2): one CPU, one GPU, or many GPUs through ``torchrun``.
+"""Training the mirror and decoder (docs/method.md#training-recipe): one CPU, one GPU, or many GPUs (``torchrun``).
 
 Design notes:
 
