@@ -274,3 +274,24 @@ def test_paper_preset_trainable_size(vitb16_model):
     trainable = sum(p.numel() for _, p in vitb16_model.trainable_parameters())
     assert vitb16_model.prompt_encoder.mirror.numel() == 64 * 512
     assert 1.0e6 < trainable - 64 * 512 < 1.2e6  # "about 1.1 M parameters + 32,768 for the mirror"
+
+
+def test_reduced_precision_inference_stays_close_to_fp32_and_returns_float32(tiny_model):
+    from clip2depth.models.infer import predict_depth
+
+    torch.manual_seed(1)
+    images = torch.rand(2, 3, 50, 70)
+    reference = predict_depth(tiny_model, images)
+    for precision in ("bf16", "fp16"):
+        depth = predict_depth(tiny_model, images, precision=precision)
+        assert depth.dtype == torch.float32 and depth.shape == (2, 1, 50, 70)
+        relative = ((depth - reference).abs() / reference).mean().item()
+        assert 0 < relative < 0.05, (precision, relative)
+
+
+def test_unknown_precision_is_refused(tiny_model):
+    from clip2depth.errors import ConfigError
+    from clip2depth.models.infer import predict_depth
+
+    with pytest.raises(ConfigError, match="precision 'int8' is not one of fp32, bf16, fp16"):
+        predict_depth(tiny_model, torch.rand(1, 3, 32, 32), precision="int8")

@@ -9,6 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clip2depth.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""Inference precisions: fp32, or autocast to bfloat16 / float16 (outputs are always float32)."""
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @contextmanager
 def plain_attention() -> Iterator[None]:
@@ -23,6 +30,23 @@ def plain_attention() -> Iterator[None]:
         yield
     finally:
         torch.backends.mha.set_fastpath_enabled(enabled)
+
+
+@contextmanager
+def precision_context(precision: str, device: torch.device | str) -> Iterator[None]:
+    """Run the enclosed forward passes in ``precision`` on ``device`` (``fp32``: unchanged).
+
+    ``bf16`` and ``fp16`` use :func:`torch.autocast`, so matrix products run in reduced precision while
+    numerically sensitive operations (softmax, normalisation) stay in float32.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        yield
+        return
+    device_type = torch.device(device).type
+    with torch.autocast(device_type=device_type, dtype=_AUTOCAST_DTYPES[precision]):
+        yield
 
 
 def network_size(h: int, w: int, patch: int, *, max_side: int | None = None) -> tuple[int, int]:
@@ -41,6 +65,7 @@ def predict_depth(
     size: tuple[int, int] | None = None,
     max_side: int | None = None,
     flip_tta: bool = False,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Depth at the images' own size for a model whose input must be a multiple of ``model.patch_size``.
 
@@ -49,6 +74,7 @@ def predict_depth(
         size: network input size (multiple of the patch); default: nearest multiple of the patch.
         max_side: shrink larger images to this longest side before predicting.
         flip_tta: average with the prediction on the horizontally flipped input.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (see :func:`precision_context`).
 
     Returns:
         B×1×H×W depth in metres.
@@ -58,9 +84,10 @@ def predict_depth(
     x = images if size == (h, w) else F.interpolate(
         images, size=size, mode="bilinear", align_corners=False, antialias=True
     )
-    depth = model(x)
-    if flip_tta:
-        depth = 0.5 * (depth + model(x.flip(-1)).flip(-1))
+    with precision_context(precision, images.device):
+        depth = model(x).float()
+        if flip_tta:
+            depth = 0.5 * (depth + model(x.flip(-1)).float().flip(-1))
     if size != (h, w):
         depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
     return depth

@@ -1,0 +1,42 @@
+"""An output folder that holds an earlier run's results is refused unless the user says otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from clip2depth.errors import ConfigError
+from clip2depth.io.outputs import claim_output_dir
+
+
+def test_new_or_unrelated_folder_is_used_as_it_is(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert claim_output_dir(tmp_path / "new", ["metrics.json"]).is_dir()
+    assert claim_output_dir(tmp_path, ["metrics.json"]) == tmp_path
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_existing_outputs_are_refused_with_the_flags_that_decide(tmp_path):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "log.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"--resume to continue that run, or --overwrite") as info:
+        claim_output_dir(tmp_path, ["log.jsonl", "best", "last"], resumable=True)
+    assert "log.jsonl" in str(info.value) and str(tmp_path) in str(info.value)
+    with pytest.raises(ConfigError, match=r"pass --overwrite"):
+        claim_output_dir(tmp_path, ["best"])
+    assert (tmp_path / "best").is_dir() and (tmp_path / "log.jsonl").exists()
+
+
+def test_overwrite_removes_only_the_named_outputs(tmp_path):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "keep.txt").write_text("mine")
+    claim_output_dir(tmp_path, ["best", "metrics.json", "last"], overwrite=True)
+    assert not (tmp_path / "best").exists() and not (tmp_path / "metrics.json").exists()
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_a_file_where_the_folder_should_be_is_refused(tmp_path):
+    (tmp_path / "out").write_text("")
+    with pytest.raises(ConfigError, match="is an existing file"):
+        claim_output_dir(tmp_path / "out", ["metrics.json"])
