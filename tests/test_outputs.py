@@ -40,3 +40,16 @@ def test_a_file_where_the_folder_should_be_is_refused(tmp_path):
     (tmp_path / "out").write_text("")
     with pytest.raises(ConfigError, match="is an existing file"):
         claim_output_dir(tmp_path / "out", ["metrics.json"])
+
+
+def test_progress_bars_stay_out_of_pipes_and_obey_the_global_switch(capsys):
+    from clip2depth.io.progress import progress, set_progress
+
+    assert list(progress(range(3), desc="x")) == [0, 1, 2]
+    assert "\r" not in capsys.readouterr().err  # stderr is captured, not a terminal
+    set_progress(False)
+    try:
+        assert progress(range(2)).disable
+    finally:
+        set_progress(True)
+    assert progress(range(2), enabled=False).disable
