@@ -26,7 +26,7 @@ from clip2depth.errors import DataError
 from clip2depth.evaluation.metrics import METRIC_KEYS, MetricAverager, compute_metrics, crop_mask
 from clip2depth.io.atomic import atomic_path, atomic_write_json
 from clip2depth.io.depth import save_depth_png16
-from clip2depth.models.infer import predict_depth
+from clip2depth.models.infer import model_device, predict_depth
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def predict_sample(
     into a zero canvas of the ground-truth size, as the BTS protocol does. With ``settings.input_box``
     only that window of the image is predicted (DepthCLIP's protocol) and only it is evaluated.
     """
-    device = next(iter(model.buffers()), torch.empty(0)).device
+    device = model_device(model)
     image = sample["image"].unsqueeze(0).to(device)
     gt_h, gt_w = sample["depth"].shape[-2:]
     box = sample.get("crop_box")

@@ -25,7 +25,7 @@ from clip2depth.io.atomic import atomic_path
 from clip2depth.io.depth import load_depth_png16
 from clip2depth.io.images import load_image
 from clip2depth.io.inputs import expand_inputs, is_image_path
-from clip2depth.models.infer import predict_depth
+from clip2depth.models.infer import model_device, predict_depth
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def predict_frames(model: nn.Module, frames: Iterable[Frame], *, batch_size: int
     """``(name, frame, depth)`` per frame, depth H×W float32 metres at the frame's size; frames are
     predicted independently, ``batch_size`` same-size frames at a time, and read only as needed."""
     model.eval()
-    device = next(iter(model.buffers()), torch.empty(0)).device
+    device = model_device(model)
     for chunk in _chunks(frames, batch_size):
         groups = itertools.groupby(chunk, key=lambda item: item[1].shape)
         for _, group in groups:

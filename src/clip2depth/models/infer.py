@@ -32,6 +32,19 @@ def plain_attention() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(enabled)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device a model's tensors live on, read from its first buffer or parameter (CPU if it has none).
+
+    The one place that answers "where do inputs for this model go": every depth model here (CLIP2Depth,
+    DepthCLIP, the constant baseline) keeps its normalisation constants as buffers.
+    """
+    for tensor in model.buffers():
+        return tensor.device
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
 @contextmanager
 def precision_context(precision: str, device: torch.device | str) -> Iterator[None]:
     """Run the enclosed forward passes in ``precision`` on ``device`` (``fp32``: unchanged).
