@@ -1,54 +1,181 @@
-"""The ``clip2depth`` command line: one subcommand module per task (see ``clip2depth.cli``)."""
+"""The ``clip2depth`` command line: one subcommand module per task (see ``clip2depth.cli``).
+
+Exit status: 0 success; 1 any error a user can cause (bad flag, missing or corrupt file, wrong
+checkpoint, full disk), printed as one ``error:`` line; 130 interrupted by Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
+import traceback
+from typing import NoReturn
 
 from clip2depth import __version__
-from clip2depth.errors import Clip2DepthError
+from clip2depth.errors import Clip2DepthError, ConfigError
+from clip2depth.io.progress import set_progress
 
 COMMANDS = [
     "info", "eval", "train", "demo", "predict", "export", "ablate", "consistency", "inspect_mirror",
 ]
 
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(
+log = logging.getLogger(__name__)
+
+
+class UsageError(ConfigError):
+    """A command line argparse refused (unknown flag, bad value, missing argument)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors become a :class:`UsageError` (one ``error:`` line, exit 1).
+
+    argparse's own behaviour (usage block, then exit status 2) would break the exit-status contract;
+    subparsers inherit this class, so every command behaves the same.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """``-v`` / ``-q`` on ``parser``. Subcommands use ``default=SUPPRESS`` so an omitted flag there
+    keeps the value given before the command name (``clip2depth -q predict`` == ``clip2depth predict -q``)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="also show other libraries' log messages, and ours at debug level; "
+                             "tracebacks for unexpected errors")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="only warnings and errors; no progress bars")
+
+
+def build_parser() -> tuple[ArgumentParser, dict]:
+    """The top-level parser with every subcommand, and ``{command name: run function}``."""
+    parser = ArgumentParser(
         prog="clip2depth",
         description="Metric depth from a frozen CLIP (CLIP2Depth): train, evaluate, predict, export.",
+        epilog="'clip2depth COMMAND --help' documents each command. "
+               "Exit status: 0 success, 1 an error you can fix (one 'error:' line), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"clip2depth {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    _add_verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers = {}
     for name in COMMANDS:
         module = importlib.import_module(f"clip2depth.cli.{name}")
         module.add_parser(sub)
+        _add_verbosity(sub.choices[module.NAME], default=argparse.SUPPRESS)
         handlers[module.NAME] = module.run
     return parser, handlers
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices[command]
+
+
+class _CurrentStderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (so redirected stderr sees it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # logging must never take the command down; the stdlib reports it
+            self.handleError(record)
+
+
+class _OwnRecordsOnly(logging.Filter):
+    """Lets through only records of the ``clip2depth`` logger tree (hides open_clip's INFO chatter)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "clip2depth" or record.name.startswith("clip2depth.")
+
+
+def configure_logging(*, verbose: bool, quiet: bool) -> None:
+    """One stderr handler on the root logger.
+
+    default: our messages at INFO, other libraries' hidden; ``verbose``: ours at DEBUG, other
+    libraries' at INFO; ``quiet``: our warnings and errors only, no progress bars. Replaces the
+    handler of a previous call, so calling ``main`` repeatedly in one process does not duplicate lines.
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _CurrentStderrHandler)]:
+        root.removeHandler(handler)
+    handler = _CurrentStderrHandler()
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.addFilter(_OwnRecordsOnly())
+    root.addHandler(handler)
+    # A handler on the root also stops logging.warning() of other libraries from installing its own.
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    own = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.getLogger("clip2depth").setLevel(own)
+    set_progress(not quiet)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """One line for an OSError escaping a command: what failed, on which file, and what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason}{where}: free some space or write to another folder, then run the command again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{reason}{where}: choose a location you can write to or fix its permissions"
+    if exc.errno == errno.ENOENT:
+        return f"{reason}{where}: check the path"
+    return f"{reason}{where}: check the file or folder and run again (-v shows the traceback)"
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only if a command has loaded it; the CLI itself never needs it
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(exc, oom)
+
+
+def _fail(message: str, *, show_traceback: bool) -> int:
+    if show_traceback:
+        traceback.print_exc(file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser, handlers = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    """Run ``clip2depth ARGV``; returns the exit status (0, 1 or 130, see the module docstring)."""
+    verbose = False
     try:
-        return int(handlers[args.command](args) or 0)
+        parser, handlers = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # name the command whose --help lists the valid flags
+            command_parser = parser if args.command is None else _subparser(parser, args.command)
+            command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        verbose = args.verbose
+        if args.verbose and args.quiet:
+            raise UsageError("-v/--verbose and -q/--quiet contradict each other: give at most one")
+        configure_logging(verbose=args.verbose, quiet=args.quiet)
+        if args.command is None:
+            parser.print_help()
+            raise UsageError("no COMMAND given: choose one of the commands listed above")
+        return int(handlers[args.command](args) or EXIT_OK)
     except Clip2DepthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), show_traceback=verbose and not isinstance(exc, UsageError))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
-
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        return _fail(_describe_os_error(exc), show_traceback=verbose)
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise  # a bug, not something the user did: keep its traceback visible
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return _fail(f"out of memory ({detail}): use smaller inputs (e.g. --max-side), a smaller batch, "
+                     "or a device with more memory", show_traceback=verbose)
 
 if __name__ == "__main__":
     sys.exit(main())
