@@ -6,6 +6,7 @@ import argparse
 import errno
 import importlib
 import logging
+import warnings
 
 import pytest
 
@@ -128,6 +129,9 @@ def test_importing_the_package_does_not_import_torch() -> None:
 
 # --- logging and -q / -v ---------------------------------------------------------------------------
 
+PYTHON_WARNING = "python-warning"  # a name, so the source line the warning quotes does not repeat the text
+
+
 def _logging_command(seen: dict):
     def run(args):
         own = logging.getLogger("clip2depth.some.module")
@@ -136,6 +140,7 @@ def _logging_command(seen: dict):
         own.warning("own-warning")
         logging.info("library-info")  # what open_clip does, on the root logger
         logging.getLogger("PIL.PngImagePlugin").warning("library-warning")
+        warnings.warn(PYTHON_WARNING, FutureWarning, stacklevel=1)  # e.g. a torch deprecation
         seen["progress"] = progress_enabled()
         return 0
 
@@ -143,12 +148,13 @@ def _logging_command(seen: dict):
 
 
 @pytest.mark.parametrize("flags, shown, hidden, progress", [
-    ([], ["own-info", "own-warning"], ["own-debug", "library-info", "library-warning"], True),
-    (["-q"], ["own-warning"], ["own-info", "own-debug", "library-info", "library-warning"], False),
-    (["-v"], ["own-debug", "own-info", "own-warning", "library-info", "library-warning"], [], True),
+    ([], ["own-info", "own-warning"], ["own-debug", "library-info", "library-warning", "python-warning"], True),
+    (["-q"], ["own-warning"], ["own-info", "own-debug", "library-info", "library-warning", "python-warning"], False),
+    (["-v"], ["own-debug", "own-info", "own-warning", "library-info", "library-warning", "python-warning"], [], True),
 ])
 @pytest.mark.parametrize("before_command", [True, False])
 def test_log_levels(info_runs, flags, shown, hidden, progress, before_command) -> None:
+    warnings.simplefilter("always")  # pytest restores the filters after the test
     seen: dict = {}
     info_runs(_logging_command(seen))
     result = run_cli(*flags, "info") if before_command else run_cli("info", *flags)

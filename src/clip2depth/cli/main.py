@@ -97,8 +97,8 @@ class _OwnRecordsOnly(logging.Filter):
 def configure_logging(*, verbose: bool, quiet: bool) -> None:
     """One stderr handler on the root logger.
 
-    default: our messages at INFO, other libraries' hidden; ``verbose``: ours at DEBUG, other
-    libraries' at INFO; ``quiet``: our warnings and errors only, no progress bars. Replaces the
+    default: our messages at INFO, other libraries' (and their Python warnings) hidden; ``verbose``: ours
+    at DEBUG, other libraries' at INFO; ``quiet``: our warnings and errors only, no progress bars. Replaces the
     handler of a previous call, so calling ``main`` repeatedly in one process does not duplicate lines.
     """
     root = logging.getLogger()
@@ -162,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             raise UsageError("no COMMAND given: choose one of the commands listed above")
-        return int(handlers[args.command](args) or EXIT_OK)
+        # Other libraries' Python warnings become log records of "py.warnings": shown with -v only.
+        logging.captureWarnings(True)
+        try:
+            return int(handlers[args.command](args) or EXIT_OK)
+        finally:
+            logging.captureWarnings(False)
     except Clip2DepthError as exc:
         return _fail(str(exc), show_traceback=verbose and not isinstance(exc, UsageError))
     except KeyboardInterrupt:
