@@ -88,6 +88,15 @@ def test_out_of_memory_is_one_line(info_runs) -> None:
     assert_user_error(run_cli("info"), "out of memory", "70.0 GiB", "--max-side")
 
 
+def test_a_closed_output_pipe_ends_quietly(info_runs) -> None:
+    def run(args):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")  # `clip2depth info | head -1`
+
+    info_runs(run)
+    result = run_cli("info")
+    assert result.code == 1 and result.err == ""
+
+
 def test_a_bug_keeps_its_traceback(info_runs) -> None:
     def run(args):
         raise ZeroDivisionError("a programming error")

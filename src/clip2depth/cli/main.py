@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import io
 import logging
+import os
 import sys
 import traceback
 from typing import NoReturn
@@ -139,6 +141,15 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return oom is not None and isinstance(exc, oom)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into a closed pipe stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # stdout is not a real file (captured in tests)
+        pass
+
+
 def _fail(message: str, *, show_traceback: bool) -> int:
     if show_traceback:
         traceback.print_exc(file=sys.stderr)
@@ -173,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away (`clip2depth info | head -1`): nothing to say
+        _silence_stdout()
+        return EXIT_ERROR
     except OSError as exc:
         return _fail(_describe_os_error(exc), show_traceback=verbose)
     except Exception as exc:
@@ -181,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         return _fail(f"out of memory ({detail}): use smaller inputs (e.g. --max-side), a smaller batch, "
                      "or a device with more memory", show_traceback=verbose)
+
 
 if __name__ == "__main__":
     sys.exit(main())
