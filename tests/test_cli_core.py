@@ -12,7 +12,7 @@ import pytest
 
 import clip2depth.cli.info
 from clip2depth.errors import DataError
-from clip2depth.io.progress import progress_enabled, set_progress
+from clip2depth.io.progress import progress_enabled
 from clirun import assert_user_error, run_cli
 
 cli_main = importlib.import_module("clip2depth.cli.main")  # the package re-exports the function `main`
@@ -25,8 +25,7 @@ def info_runs(monkeypatch: pytest.MonkeyPatch):
     def install(fn) -> None:
         monkeypatch.setattr(clip2depth.cli.info, "run", fn)
 
-    yield install
-    set_progress(True)
+    return install
 
 
 # --- usage errors: exit 1 with one line, never argparse's status 2 -------------------------------
@@ -173,6 +172,7 @@ def test_log_levels(info_runs, flags, shown, hidden, progress, before_command) -
     for text in hidden:
         assert text not in result.err, (text, result.err)
     assert seen["progress"] is progress
+    assert progress_enabled()  # restored for whatever runs next in this process
 
 
 def test_repeated_runs_in_one_process_do_not_repeat_lines(info_runs) -> None:

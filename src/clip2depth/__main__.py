@@ -1,3 +1,5 @@
+"""``python -m clip2depth ...`` runs the command line (also what ``torchrun -m clip2depth train ...`` starts)."""
+
 import sys
 
 from clip2depth.cli import main

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from clip2depth import __version__
 from clip2depth.errors import Clip2DepthError, ConfigError
-from clip2depth.io.progress import set_progress
+from clip2depth.io.progress import progress_enabled, set_progress
 
 COMMANDS = [
     "info", "eval", "train", "demo", "predict", "export", "ablate", "consistency", "inspect_mirror",
@@ -159,6 +159,15 @@ def _fail(message: str, *, show_traceback: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``clip2depth ARGV``; returns the exit status (0, 1 or 130, see the module docstring)."""
+    progress_before = progress_enabled()
+    try:
+        return _run(argv)
+    finally:  # leave the process as it was for code that calls main() in-process (tests, notebooks)
+        logging.captureWarnings(False)
+        set_progress(progress_before)
+
+
+def _run(argv: list[str] | None) -> int:
     verbose = False
     try:
         parser, handlers = build_parser()
@@ -175,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("no COMMAND given: choose one of the commands listed above")
         # Other libraries' Python warnings become log records of "py.warnings": shown with -v only.
         logging.captureWarnings(True)
-        try:
-            return int(handlers[args.command](args) or EXIT_OK)
-        finally:
-            logging.captureWarnings(False)
+        return int(handlers[args.command](args) or EXIT_OK)
     except Clip2DepthError as exc:
         return _fail(str(exc), show_traceback=verbose and not isinstance(exc, UsageError))
     except KeyboardInterrupt:
