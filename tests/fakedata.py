@@ -19,6 +19,8 @@ from PIL import Image
 from scipy import io as scipy_io
 
 NYU_SCENES = ("kitchen", "bathroom", "office", "kitchen")
+NYU_TEST_NDX = (3, 4)
+"""The look-alike's official test frames, 1-based as ``splits.mat`` writes them."""
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -49,7 +51,7 @@ def nyu_depth(index: int) -> np.ndarray:
 
 
 def nyu_labeled_mat(folder: Path) -> tuple[bytes, Path, Path]:
-    """(bytes of a 4-frame labeled .mat, its splits.mat, the test list of the 3 test frames)."""
+    """(bytes of a 4-frame labeled .mat, its splits.mat, the test list of the :data:`NYU_TEST_NDX` frames)."""
     n = len(NYU_SCENES)
     images = np.zeros((n, 480, 640, 3), dtype=np.uint8)
     for i in range(n):
@@ -65,12 +67,11 @@ def nyu_labeled_mat(folder: Path) -> tuple[bytes, Path, Path]:
                 for i, s in enumerate(NYU_SCENES)]
         f.create_dataset("sceneTypes", data=np.array([refs], dtype=h5py.ref_dtype))
     splits = folder / "splits.mat"
-    test_ndx = [2, 3, 4]  # 1-based, as MATLAB writes them
-    scipy_io.savemat(splits, {"trainNdxs": np.array([[1]]), "testNdxs": np.array([[i] for i in test_ndx])})
+    scipy_io.savemat(splits, {"trainNdxs": np.array([[1], [2]]), "testNdxs": np.array([[i] for i in NYU_TEST_NDX])})
     test_list = folder / "nyu_test.txt"
     test_list.write_text("".join(
         f"{NYU_SCENES[i - 1]}/rgb_{i - 1:05d}.jpg {NYU_SCENES[i - 1]}/sync_depth_{i - 1:05d}.png 518.8579\n"
-        for i in test_ndx))
+        for i in NYU_TEST_NDX))
     return path.read_bytes(), splits, test_list
 
 

@@ -17,7 +17,7 @@ from clip2depth.data.download import fetch, gdrive_confirm_url
 from clip2depth.data.prepare import CorruptArchive, extract_zip
 from clip2depth.errors import DataError
 from clirun import assert_user_error, run_cli
-from fakedata import KITTI_DRIVE, NYU_SCENES, kitti_files, nyu_depth, nyu_labeled_mat, nyu_sync_zip
+from fakedata import KITTI_DRIVE, NYU_SCENES, NYU_TEST_NDX, kitti_files, nyu_depth, nyu_labeled_mat, nyu_sync_zip
 from httpserver import FileServer
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every offset distinguishable
@@ -182,7 +182,7 @@ def test_nyu_get_then_check(nyu_host, tmp_path):
     assert "2 files to fetch" in result.out and "nyu train: complete" in result.out
     assert "nyu test: complete" in result.out
     # The official test frames, converted: 0-based frame index in the name, raw depth in millimetres.
-    for ndx in (2, 3, 4):
+    for ndx in NYU_TEST_NDX:
         folder = root / "official_splits" / "test" / NYU_SCENES[ndx - 1]
         depth = np.asarray(Image.open(folder / f"sync_depth_{ndx - 1:05d}.png"))
         assert depth.dtype == np.uint16 and depth.shape == (480, 640)

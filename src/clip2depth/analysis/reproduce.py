@@ -224,7 +224,12 @@ def cost(recipe: dict[str, Any], *, train_items: int, test_items: int) -> dict[s
     Estimate: ``steps × batch × GFLOPs × TRAIN_FLOPS_FACTOR`` for training plus one forward per test
     image, at :data:`ASSUMED_TFLOPS`. Validation during training is not counted.
     """
-    model = create_model(recipe["model"], pretrained=None, **(recipe.get("model_overrides") or {}))
+    # Random CLIP weights count the same FLOPs; their "random weights" warnings would only mislead here.
+    logging.disable(logging.WARNING)
+    try:
+        model = create_model(recipe["model"], pretrained=None, **(recipe.get("model_overrides") or {}))
+    finally:
+        logging.disable(logging.NOTSET)
     trainable, _ = count_parameters(model)
     h, w = (int(v) for v in recipe["augment"]["crop_size"])
     gflops = count_flops(model, h, w)["per_image"]
