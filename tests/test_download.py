@@ -83,6 +83,17 @@ def test_checksum_recorded_after_first_download_then_enforced(server, tmp_path):
         fetch(_source(), tmp_path, mirror=server.url, timeout=10, show_progress=False)
 
 
+def test_file_placed_by_hand_is_verified_not_fetched(server, tmp_path):
+    folder = download.downloads_dir(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "blob.bin").write_bytes(PAYLOAD)
+    assert fetch(_source(sha256=hashlib.sha256(PAYLOAD).hexdigest()), tmp_path, mirror=server.url).is_file()
+    assert server.requests == []
+    (folder / "blob.bin").write_bytes(PAYLOAD[:-1])
+    with pytest.raises(DataError, match="checksum differs"):
+        fetch(_source(sha256=hashlib.sha256(PAYLOAD).hexdigest()), tmp_path, mirror=server.url)
+
+
 def test_recorded_md5_of_the_annotated_depth_is_checked(tmp_path):
     files, _ = kitti_files(tmp_path)
     annotated = next(s for s in sources.sources_for("kitti", "test") if s.name == "data_depth_annotated.zip")

@@ -89,3 +89,14 @@ def test_dry_run_prints_plan_sizes_and_estimate(tmp_path):
     assert "download 2 files, about 34.8 GB" in result.out
     assert "GPU hours" in result.out and "TFLOP/s" in result.out and "2 steps of batch 4" in result.out
     assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()
+
+
+def test_kitti_recipe_points_at_the_unpacked_annotations(tmp_path):
+    opts = reproduce_module.ReproduceOptions(dataset="kitti", out=tmp_path / "o", data_root=tmp_path / "k",
+                                             test_list="my_test.txt", overrides=["train.max_steps=5"])
+    recipe = reproduce_module.recipe_for(opts)
+    gt = str(tmp_path / "k" / "data_depth_annotated")
+    assert recipe["data"]["root"] == str(tmp_path / "k") and recipe["train"]["max_steps"] == 5
+    assert recipe["data"]["kwargs"]["gt_root"] == gt and recipe["data"]["val_kwargs"]["gt_root"] == gt
+    assert recipe["data"]["val_kwargs"]["list_file"].endswith("my_test.txt")
+    assert "list_file" not in recipe["data"]["kwargs"] and recipe["data"]["kwargs"]["kb_crop"] is True

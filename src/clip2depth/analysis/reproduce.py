@@ -201,6 +201,8 @@ def stage_depthclip(opts: ReproduceOptions, recipe: dict[str, Any]) -> tuple[dic
         return done, ""
     if opts.depthclip is None:
         return None, "DepthCLIP not evaluated (--depthclip none)"
+    if opts.dataset != "nyu":
+        return None, "DepthCLIP not evaluated: its depth bins (1–3 m) and prompts are made for indoor scenes"
     try:
         model = create_model("depthclip-rn50", pretrained=opts.depthclip, device=_device(opts.device))
     except (Clip2DepthError, OSError, RuntimeError) as exc:
@@ -315,13 +317,14 @@ def dry_run_plan(opts: ReproduceOptions) -> str:
         f"  2. train: recipe {opts.dataset}, model {recipe['model']}, {int(c['steps'])} steps of batch "
         f"{t['batch_size']} at {'×'.join(str(v) for v in recipe['augment']['crop_size'])} → {opts.out}/train",
         f"  3. evaluate {opts.out}/train/best on the test split (crop {recipe['eval']['crop']}) → {opts.out}/eval"
-        + ("" if opts.depthclip is None else f"; DepthCLIP ({opts.depthclip} weights) → {opts.out}/eval-depthclip"),
+        + ("" if opts.depthclip is None or opts.dataset != "nyu"
+           else f"; DepthCLIP ({opts.depthclip} weights) → {opts.out}/eval-depthclip"),
         f"  4. write {opts.out}/results.md",
         f"cost: {c['trainable_params'] / 1e6:.2f} M trainable parameters, {c['gflops']:.1f} GFLOPs per image; "
-        f"estimate {c['gpu_hours']:.1f} GPU hours",
-        f"  (assumes {ASSUMED_TFLOPS:.0f} TFLOP/s sustained and a training step costing "
+        f"estimate {c['gpu_hours']:.1f} GPU hours of compute",
+        f"  (a lower bound: assumes {ASSUMED_TFLOPS:.0f} TFLOP/s sustained and a training step costing "
         f"{TRAIN_FLOPS_FACTOR}× one forward pass per image, since the frozen CLIP gets no backward pass; "
-        "validation and data loading not counted)",
+        "validation during training and image decoding are not counted and often dominate)",
     ])
 
 

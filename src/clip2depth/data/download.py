@@ -247,8 +247,10 @@ def fetch(
     final = folder / source.name
     part = folder / (source.name + ".part")
     url = source.url(mirror)
-    if final.exists():
-        logger.info("%s: already downloaded", source.name)
+    if final.exists():  # an earlier run's download, or a file the user put there by hand
+        verify(source, final, root)
+        _record_if_new(source, final, root)
+        logger.info("%s: already downloaded, verified", source.name)
         return final
     reason = ""
     for attempt in range(1, attempts + 1):
@@ -269,13 +271,19 @@ def fetch(
     except DataError:
         part.unlink()
         raise
-    if not source.sha256 and source.name not in recorded_checksums(root):
-        digest = _hash_file(part, "sha256")
-        record_checksum(root, source.name, digest)
-        logger.info("%s: sha256 %s recorded in %s (size %d)", source.name, digest, folder / CHECKSUMS_FILE,
-                    part.stat().st_size)
+    _record_if_new(source, part, root)
     part.replace(final)
     return final
+
+
+def _record_if_new(source: Source, path: Path, root: str | Path) -> None:
+    """Store the SHA-256 of a complete file sources.py has none for (the first download defines it)."""
+    if source.sha256 or source.name in recorded_checksums(root):
+        return
+    digest = _hash_file(path, "sha256")
+    record_checksum(root, source.name, digest)
+    logger.info("%s: sha256 %s (%d bytes) recorded in %s", source.name, digest, path.stat().st_size,
+                downloads_dir(root) / CHECKSUMS_FILE)
 
 
 def remote_size(source: Source, *, mirror: str | None = None, timeout: float = 30.0,
