@@ -43,6 +43,16 @@ def test_dropped_connection_resumes_to_the_same_bytes(server, tmp_path):
     assert not (path.parent / "blob.bin.part").exists()
 
 
+def test_connection_lost_on_every_attempt_keeps_the_part_file(server, tmp_path):
+    server.drop_after["files/blob.bin"] = 200_000
+    with pytest.raises(DataError) as info:
+        fetch(_source(), tmp_path, mirror=server.url, timeout=10, attempts=1, show_progress=False)
+    assert "blob.bin" in str(info.value) and "re-run to continue" in str(info.value)
+    assert "try the other host" in str(info.value)
+    assert (download.downloads_dir(tmp_path) / "blob.bin.part").stat().st_size == 200_000
+    assert fetch(_source(), tmp_path, mirror=server.url, show_progress=False).read_bytes() == PAYLOAD
+
+
 def test_interrupted_part_file_continues_with_range(server, tmp_path):
     part = download.downloads_dir(tmp_path) / "blob.bin.part"
     part.parent.mkdir(parents=True)

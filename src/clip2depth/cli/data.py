@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     total = sum(size for _, size, _ in plan)
     estimated = any(not exact for _, size, exact in plan if size)
     print(f"{args.dataset}{only_flag}: {len(plan)} files to fetch, {'about ' if estimated else ''}"
-          f"{human_bytes(total)} to download, {human_bytes(disk_needed(plan))} of free disk needed")
+          f"{human_bytes(total)} to download, "
+          f"{human_bytes(disk_needed(plan, keep_archives=args.keep_archives))} of free disk needed")
     for source, size, exact in plan:
         print(f"  {source.name:<40} {'~' if not exact else ' '}{human_bytes(size):>9}  {source.url(args.mirror)}")
     if args.dry_run:

@@ -162,11 +162,12 @@ def download_plan(dataset: str, root: str | Path, *, only: str | None = None, mi
     return plan_sizes(todo, root, mirror=mirror, online=online)
 
 
-def disk_needed(plan: list[tuple[Source, int, bool]]) -> int:
+def disk_needed(plan: list[tuple[Source, int, bool]], *, keep_archives: bool = False) -> int:
     """Bytes needed on disk for ``plan``: every download once unpacked (images compress little, so
-    about the archive's size) plus room for the largest archive while it is unpacked."""
+    about the archive's size) plus room for the largest archive while it is unpacked, or for every
+    archive when they are kept."""
     sizes = [size for _, size, _ in plan]
-    return sum(sizes) + max(sizes, default=0)
+    return sum(sizes) + (sum(sizes) if keep_archives else max(sizes, default=0))
 
 
 def get_dataset(
@@ -194,7 +195,7 @@ def get_dataset(
         plan = download_plan(dataset, root, only=only, mirror=mirror, test_list=test_list)
     result = GetResult(total_bytes=sum(size for _, size, _ in plan))
     result.skipped = [s.name for s in sources_for(dataset, only, test_list=test_list) if _marker(root, s).exists()]
-    check_disk_space(root, disk_needed(plan))
+    check_disk_space(root, disk_needed(plan, keep_archives=keep_archives))
     logger.info("%s: %d files to fetch, %s", dataset, len(plan), human_bytes(result.total_bytes))
     for source, _, _ in plan:
         archive = fetch(source, root, mirror=mirror, timeout=timeout, show_progress=show_progress)
