@@ -23,13 +23,14 @@ from typing import Any
 import torch
 
 from clip2depth.data import build_dataset
-from clip2depth.data.check import check_part
+from clip2depth.data.base import packaged_list, read_list
+from clip2depth.data.check import LIST_FILES, check_part
 from clip2depth.data.prepare import KITTI_GT_DIR, disk_needed, download_plan, get_dataset
 from clip2depth.errors import Clip2DepthError, DataError
 from clip2depth.evaluation.metrics import METRIC_KEYS
 from clip2depth.evaluation.protocol import EvalSettings, evaluate, write_outputs
 from clip2depth.io.atomic import atomic_write_bytes, atomic_write_json
-from clip2depth.models.factory import create_model
+from clip2depth.models.factory import create_model, resolve_device
 from clip2depth.models.profiling import count_flops, count_parameters
 from clip2depth.training.config import build_recipe
 from clip2depth.training.trainer import RESUME_JSON, train
@@ -189,7 +190,7 @@ def stage_eval(opts: ReproduceOptions, recipe: dict[str, Any]) -> dict[str, Any]
     done = _metrics_complete(out_dir)
     if done:
         return done
-    model = create_model(str(opts.out / "train" / "best"), device=_device(opts.device))
+    model = create_model(str(opts.out / "train" / "best"), device=resolve_device(opts.device))
     return _evaluate_into(model, opts, recipe, out_dir, "CLIP2Depth (this run)")
 
 
@@ -204,16 +205,10 @@ def stage_depthclip(opts: ReproduceOptions, recipe: dict[str, Any]) -> tuple[dic
     if opts.dataset != "nyu":
         return None, "DepthCLIP not evaluated: its depth bins (1–3 m) and prompts are made for indoor scenes"
     try:
-        model = create_model("depthclip-rn50", pretrained=opts.depthclip, device=_device(opts.device))
+        model = create_model("depthclip-rn50", pretrained=opts.depthclip, device=resolve_device(opts.device))
     except (Clip2DepthError, OSError, RuntimeError) as exc:
         return None, f"DepthCLIP not evaluated: its weights ({opts.depthclip}) could not be loaded ({exc})"
     return _evaluate_into(model, opts, recipe, out_dir, "DepthCLIP (our harness)"), ""
-
-
-def _device(name: str) -> str:
-    from clip2depth.models.factory import resolve_device
-
-    return resolve_device(name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,9 +289,6 @@ def results_markdown(opts: ReproduceOptions, recipe: dict[str, Any], *, ours: di
 
 
 def _count_list(dataset: str, part: str, list_file: str | None) -> int:
-    from clip2depth.data.base import packaged_list, read_list
-    from clip2depth.data.check import LIST_FILES
-
     return len(read_list(list_file) if list_file else packaged_list(LIST_FILES[dataset][part]))
 
 
