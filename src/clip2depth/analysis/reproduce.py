@@ -59,7 +59,7 @@ class Reported:
 
 
 REPORTED: tuple[Reported, ...] = (
-    Reported("CLIP2Depth (paper)", "CLIP Can Understand Depth (Kim et al., 2024)", "CLIP frozen",
+    Reported("CLIP2Depth (paper)", "CLIP Can Understand Depth (arXiv 2024)", "CLIP frozen",
              None, None, "reports AbsRel only relative to Auty et al.: −68.7 % NYU (≈ 0.100), −75.6 % KITTI"),
     Reported("DepthCLIP", "Zhang et al., Can Language Understand Depth?, ACM MM 2022", "zero-shot",
              (0.388, 1.167, 0.394), None, "its own NYU crop and flip TTA"),
@@ -67,7 +67,7 @@ REPORTED: tuple[Reported, ...] = (
              "Estimation, ICCV Workshops 2023", "CLIP frozen", (0.319, 0.970, 0.465), (0.303, 6.322, 0.550)),
     Reported("Auty et al. (256 log bins)", "same paper", "CLIP frozen", (0.298, 0.933, 0.485),
              (0.238, 5.756, 0.652)),
-    Reported("SPACE-CLIP", "SPACE-CLIP (arXiv 2025), frozen CLIP ViT-B/16, 12 M trainable", "CLIP frozen",
+    Reported("SPACE-CLIP", "SPACE-CLIP (arXiv preprint), frozen CLIP ViT-B/16, 12 M trainable", "CLIP frozen",
              (0.104, 0.385, 0.896), (0.090, 3.845, 0.909), "NYU without crop"),
     Reported("BTS", "Lee et al., From Big to Small, arXiv 2019 (DenseNet-161)", "fully trained",
              (0.110, 0.392, 0.885), (0.060, 2.798, 0.955)),
