@@ -21,7 +21,8 @@ from clip2depth.errors import Clip2DepthError, ConfigError
 from clip2depth.io.progress import progress_enabled, set_progress
 
 COMMANDS = [
-    "info", "eval", "train", "demo", "predict", "export", "ablate", "consistency", "inspect_mirror",
+    "info", "eval", "train", "demo", "predict", "export", "ablate", "consistency", "inspect_mirror", "data",
+    "reproduce",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130

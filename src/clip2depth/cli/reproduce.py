@@ -1,0 +1,65 @@
+"""``clip2depth reproduce``: from an empty folder to the paper's table in one resumable command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "reproduce"
+HELP = "get the data, train with the paper recipe, evaluate, and write results.md next to the papers' numbers"
+
+EPILOG = """examples:
+  clip2depth reproduce nyu --out runs/repro-nyu --download --dry-run    # plan, sizes, GPU-hour estimate
+  clip2depth reproduce nyu --out runs/repro-nyu --download
+  clip2depth reproduce kitti --out runs/repro-kitti --data-root data/kitti
+run the same command again to continue after an interruption: finished stages are skipped.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(NAME, help=HELP, description=HELP + ".", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", choices=["nyu", "kitti"], help="which benchmark")
+    p.add_argument("--out", required=True, help="folder for the run, the evaluations and results.md")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: data/<dataset>)")
+    p.add_argument("--download", action="store_true", help="download whatever the data check finds missing")
+    p.add_argument("--mirror", default=None, metavar="BASE_URL",
+                   help="download from a copy of the files (see data get)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, sizes and a GPU-hour estimate; do nothing")
+    p.add_argument("--model", default=None, help="preset to train instead of the recipe's (e.g. tiny for a smoke test)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, as in train (e.g. train.max_steps=100)")
+    p.add_argument("--train-list", default=None, metavar="FILE", help="train split list instead of the packaged one")
+    p.add_argument("--test-list", default=None, metavar="FILE", help="test split list instead of the packaged one")
+    p.add_argument("--nyu-splits", default=None, metavar="FILE",
+                   help="NYU: splits.mat for converting the downloaded test split (default: the packaged copy)")
+    p.add_argument("--depthclip", default="openai", metavar="WEIGHTS",
+                   help="CLIP RN50 weights for the DepthCLIP baseline: open_clip tag or file, or 'none' to skip "
+                        "(default: openai; skipped with a note when they cannot be loaded)")
+    p.add_argument("--device", default="auto", help="evaluation device: cpu, cuda, cuda:N or auto (default)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from clip2depth.analysis.reproduce import ReproduceOptions, dry_run_plan, reproduce
+    from clip2depth.io.progress import progress_enabled
+
+    opts = ReproduceOptions(
+        dataset=args.dataset, out=Path(args.out), data_root=Path(args.data_root or f"data/{args.dataset}"),
+        download=args.download, mirror=args.mirror, model=args.model, overrides=args.overrides,
+        train_list=args.train_list, test_list=args.test_list, nyu_splits=args.nyu_splits,
+        depthclip=None if args.depthclip == "none" else args.depthclip, device=args.device,
+        show_progress=progress_enabled(),
+    )
+    if args.dry_run:
+        print(dry_run_plan(opts))
+        return 0
+    summary = reproduce(opts)
+    if summary["stopped"]:
+        print(f"training stopped ({summary['stopped']}); run the same command again to continue")
+        return 130
+    m = summary["metrics"]
+    print(f"AbsRel {m['abs_rel']:.4f}  RMSE {m['rmse']:.4f}  d1 {m['d1']:.4f}; table in {summary['results']}")
+    if summary["note"]:
+        print(summary["note"])
+    return 0
