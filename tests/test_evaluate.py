@@ -28,7 +28,7 @@ def tiny_dir(tmp_path_factory):
 
 def test_eval_cli_on_synthetic_writes_outputs_that_agree_with_pngs(tiny_dir, tmp_path, capsys):
     out, pngs = tmp_path / "eval", tmp_path / "pngs"
-    rc = main(["-q", "eval", "--model", str(tiny_dir), "--dataset", "synthetic", "--synthetic-length", "5",
+    rc = main(["-q", "eval", "--model", str(tiny_dir), "--dataset", "synthetic", "--synthetic", "5",
                "--synthetic-size", "96", "128", "--out", str(out), "--save-png", str(pngs), "--num-workers", "0"])
     assert rc == 0
     printed = capsys.readouterr().out

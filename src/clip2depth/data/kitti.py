@@ -77,7 +77,7 @@ class KITTIDataset(DepthDataset):
             lines, source = read_list(list_file), str(list_file)
         else:
             lines, source = packaged_list(_LIST_FILES[self.split]), _LIST_FILES[self.split]
-        self.entries, self.skipped_no_gt = parse_list(lines, source)
+        self.entries, self.skipped_no_gt, self.bad_lines = parse_list(lines, source)
         self.kb_crop = (self.split == "train") if kb_crop is None else kb_crop
         logger.info(
             "KITTI %s: %d images from %s (%d without ground truth skipped)",
