@@ -313,3 +313,29 @@ def test_synthetic_cache_returns_the_same_samples():
             a, b = plain[i], cached[i]
             assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"])
     assert len(cached._cache) == 3
+
+
+def test_list_lines_tab_separated_paths_with_spaces_and_bad_lines_numbered():
+    from clip2depth.data.base import NYU_FOCAL, parse_list
+
+    lines = ["# header", "a.png a_d.png 500", "", "dir with space/b c.png\tdir with space/b c_d.png",
+             "too many fields here 1", "x.png None 5", "y.png y_d.png -3", "z.png\tz_d.png\t7.5"]
+    entries, no_gt, bad = parse_list(lines, "test.txt")
+    assert entries == [("a.png", "a_d.png", 500.0), ("dir with space/b c.png", "dir with space/b c_d.png", NYU_FOCAL),
+                       ("z.png", "z_d.png", 7.5)]
+    assert no_gt == 1
+    assert [b["line"] for b in bad] == [5, 7]
+    with pytest.raises(DataError, match="no usable line.*line 1"):
+        parse_list(["only-one"], "test.txt")
+
+
+def test_registry_spec_carries_the_protocol():
+    from clip2depth.data import dataset_spec
+
+    kitti = dataset_spec("kitti")
+    assert (kitti.default_crop, kitti.max_depth, kitti.png_scale) == ("kitti_garg", 80.0, 256.0)
+    assert kitti.root_env == "CLIP2DEPTH_KITTI_ROOT" and kitti.gt_root_env == "CLIP2DEPTH_KITTI_GT_ROOT"
+    assert dataset_spec("nyu").default_crop == "nyu_eigen" and dataset_spec("synthetic").root_env is None
+    assert all(spec.cls.default_crop == spec.default_crop for spec in DATASETS.values())
+    with pytest.raises(ConfigError, match="nyu, nyu-mat, kitti, folder, synthetic"):
+        dataset_spec("imagenet")
