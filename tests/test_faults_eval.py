@@ -193,3 +193,28 @@ def test_precision_reaches_the_forward_pass():
     evaluate(Recorder(10**6), dataset, EvalSettings(crop=None, precision="bf16"), progress=False)
     evaluate(Recorder(10**6), dataset, EvalSettings(crop=None), progress=False)
     assert seen == [torch.bfloat16, torch.float32]
+
+
+def test_a_run_where_every_image_fails_is_one_error_line_with_outputs_kept(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "list.txt").write_text("a.png a_depth.png\n")
+    out = tmp_path / "out"
+    result = run_cli("-q", "eval", "--model", "tiny", "--dataset", "folder", "--list-file", tmp_path / "list.txt",
+                     "--out", out, "--num-workers", "0", "--device", "cpu")
+    assert_user_error(result, "no image was evaluated", "1 failed")
+    assert json.loads((out / "metrics.json").read_text())["failed_count"] == 1
+
+
+def test_old_synthetic_length_spelling_still_works_but_is_not_advertised(tmp_path):
+    shown = run_cli("eval", "--help")
+    assert shown.code == 0 and "--synthetic N" in shown.out and "synthetic-length" not in shown.out
+    result = run_cli("-q", *EVAL_SYNTHETIC[:5], "--synthetic-length", "1", *EVAL_SYNTHETIC[7:], "--out", tmp_path)
+    assert result.code == 0, result.err
+    assert json.loads((tmp_path / "metrics.json").read_text())["count"] == 1
+
+
+def test_consistency_records_precision(tmp_path):
+    result = run_cli("-q", "consistency", "--model", "tiny", "--synthetic", "2", "--size", "32", "48",
+                     "--out", tmp_path, "--device", "cpu", "--precision", "bf16")
+    assert result.code == 0, result.err
+    assert json.loads((tmp_path / "consistency.json").read_text())["settings"]["precision"] == "bf16"

@@ -8,7 +8,7 @@ import os
 
 from clip2depth.data.base import LIST_FORMAT
 from clip2depth.data.registry import DATASETS
-from clip2depth.errors import ConfigError
+from clip2depth.errors import ConfigError, DataError
 from clip2depth.evaluation.metrics import CROPS
 from clip2depth.models.infer import PRECISIONS
 
@@ -187,4 +187,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed: {item['reason']}")
     if result.extra:
         print("spatial: " + ", ".join(f"{k} {v:.4f}" for k, v in result.extra.items()))
-    return 0 if result.count > 0 else 1
+    if result.count == 0:
+        raise DataError(f"no image was evaluated ({len(result.failed)} failed, {len(result.skipped)} without valid "
+                        f"ground truth); the reasons are listed above and in {out / 'metrics.json'}")
+    return 0
