@@ -39,6 +39,10 @@ def _write_pair(folder, stem: str, rng: np.random.Generator, size=(48, 64)) -> t
         (["--max-side", "0"], "--max-side 0"),
         (["--min-depth", "5", "--max-depth", "2"], "--min-depth must be below --max-depth"),
         (["--max-depth", "-1"], "--max-depth -1"),
+        (["--synthetic", "0"], "--synthetic 0"),
+        (["--depth-scale", "0"], "--depth-scale 0"),
+        (["--crop", "nyu_eigen"], "--crop none"),
+        (["--dataset", "folder"], "--list-file"),
     ],
 )
 def test_bad_numeric_values_are_one_error_line(tmp_path, flags, fragment):

@@ -122,6 +122,10 @@ def check_args(args: argparse.Namespace) -> None:
         top, left, h, w = args.input_box
         if top < 0 or left < 0 or h < 1 or w < 1:
             raise ConfigError(f"--input-box {top} {left} {h} {w}: TOP and LEFT must be >= 0, H and W positive")
+    if args.synthetic is not None and args.synthetic < 1:
+        raise ConfigError(f"--synthetic {args.synthetic}: give a number of scenes of at least 1")
+    if args.depth_scale <= 0:
+        raise ConfigError(f"--depth-scale {args.depth_scale}: must be positive (depth-PNG value per metre)")
     if args.min_depth is not None and args.min_depth < 0:
         raise ConfigError(f"--min-depth {args.min_depth}: must not be negative")
     if args.max_depth is not None and args.max_depth <= 0:

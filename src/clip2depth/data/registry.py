@@ -127,7 +127,9 @@ def build_dataset(
         return spec.cls(split, transform=transform, **kwargs)
     if spec.cls is FolderDataset:
         if root is None and kwargs.get("list_file") is None:
-            raise DataError("the folder dataset needs a list file (list_file=) or --data-root holding <split>.txt")
+            raise DataError(
+                "the folder dataset needs a list file (--list-file, list_file=) or a --data-root holding <split>.txt"
+            )
         return spec.cls(root=root, split=split, transform=transform, **kwargs)
     if spec.root_env is not None:
         root = _env_or_fail(root, spec.root_env, f"the {name} data root", "--data-root")
