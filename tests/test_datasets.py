@@ -226,8 +226,10 @@ def test_folder_png_and_npy(tmp_path):
     assert torch.allclose(s2["depth"], torch.full((1, 12, 16), 3.25)) and s2["focal"] == pytest.approx(518.8579)
     assert s1["name"] == "a_img1" and s2["name"] == "b_img2"
     assert ds.default_crop is None
-    scaled = FolderDataset(lst, depth_scale=256.0)[0]["depth"]
-    assert scaled[0, 0, 0].item() == pytest.approx(2500 / 256)
+    assert ds.png_scale == 1000.0
+    scaled_ds = FolderDataset(lst, depth_scale=256.0)
+    assert scaled_ds[0]["depth"][0, 0, 0].item() == pytest.approx(2500 / 256)
+    assert scaled_ds.png_scale == 256.0  # prediction PNGs are written in the ground truth's own encoding
     # root instead of the list's folder; split picks <root>/<split>.txt
     (tmp_path / "test.txt").write_text("a/img1.png a/d1.png\n")
     assert len(build_dataset("folder", split="test", root=tmp_path)) == 1

@@ -133,7 +133,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2depth.data import build_dataset, dataset_spec
+    from clip2depth.data import build_dataset
     from clip2depth.evaluation.protocol import EvalSettings, evaluate, markdown_table, write_outputs
     from clip2depth.io.outputs import claim_output_dir
     from clip2depth.models.depthclip import NYU_INPUT_BOX
@@ -141,7 +141,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     device = resolve_device(args.device)
-    spec = dataset_spec(args.dataset)
     dataset = build_dataset(args.dataset, split=args.split, root=args.data_root, **dataset_kwargs(args))
     out = claim_output_dir(args.out or f"runs/eval-{args.dataset}", OUTPUTS, overwrite=args.overwrite)
     crop = {"default": dataset.default_crop, "none": None}.get(args.crop, args.crop)
@@ -158,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         flip_tta=flip_tta,
         input_size=tuple(args.input_size) if args.input_size else None,
         input_box=input_box,
-        png_scale=float(getattr(dataset, "depth_scale", spec.png_scale)),
+        png_scale=dataset.png_scale,
         max_side=args.max_side,
         precision=args.precision,
     )

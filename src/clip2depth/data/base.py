@@ -204,13 +204,15 @@ class DepthDataset(Dataset):
     ``transform`` when one is given.
 
     Class attributes tell the evaluator which protocol applies: ``min_depth`` / ``max_depth``
-    (metres, valid ground truth is strictly between them) and ``default_crop`` (a name of
-    :data:`clip2depth.evaluation.metrics.CROPS`, or None).
+    (metres, valid ground truth is strictly between them), ``default_crop`` (a name of
+    :data:`clip2depth.evaluation.metrics.CROPS`, or None) and ``png_scale`` (16-bit depth PNGs of this
+    dataset hold metres × this; prediction PNGs use the same encoding).
     """
 
     min_depth: float = 1e-3
     max_depth: float = 10.0
     default_crop: str | None = None
+    png_scale: float = 1000.0
 
     def __init__(self, *, transform: Transform | None = None) -> None:
         self.transform = transform

@@ -67,6 +67,7 @@ class FolderDataset(DepthDataset):
         if depth_scale <= 0:
             raise ConfigError(f"depth_scale must be positive, got {depth_scale}")
         self.depth_scale = float(depth_scale)
+        self.png_scale = self.depth_scale
         self.min_depth = float(min_depth)
         self.max_depth = float(max_depth)
         parsed = parse_list(read_list(self.list_file), str(self.list_file))

@@ -56,6 +56,7 @@ class KITTIDataset(DepthDataset):
     min_depth = 1e-3
     max_depth = 80.0
     default_crop = "kitti_garg"
+    png_scale = KITTI_DEPTH_SCALE
 
     def __init__(
         self,

@@ -73,6 +73,7 @@ class NYUDataset(DepthDataset):
     min_depth = 1e-3
     max_depth = 10.0
     default_crop = "nyu_eigen"
+    png_scale = NYU_DEPTH_SCALE
 
     def __init__(
         self,
@@ -179,6 +180,7 @@ class NYUMatDataset(DepthDataset):
     min_depth = 1e-3
     max_depth = 10.0
     default_crop = "nyu_eigen"
+    png_scale = NYU_DEPTH_SCALE
 
     def __init__(
         self,

@@ -14,8 +14,8 @@ from typing import Any
 
 from clip2depth.data.base import DepthDataset, Transform
 from clip2depth.data.folder import FolderDataset
-from clip2depth.data.kitti import KITTI_DEPTH_SCALE, KITTIDataset
-from clip2depth.data.nyu import NYU_DEPTH_SCALE, NYUDataset, NYUMatDataset
+from clip2depth.data.kitti import KITTIDataset
+from clip2depth.data.nyu import NYUDataset, NYUMatDataset
 from clip2depth.data.synthetic import SyntheticDataset
 from clip2depth.errors import ConfigError, DataError
 
@@ -31,7 +31,6 @@ class DatasetSpec:
         root_env: environment variable read for the data root when none is passed (None: no root,
             or the root is optional).
         gt_root_env: environment variable read for a separate ground-truth root (KITTI).
-        png_scale: prediction PNGs hold metres × this (the dataset's own ground-truth encoding).
     """
 
     name: str
@@ -39,7 +38,6 @@ class DatasetSpec:
     summary: str
     root_env: str | None = None
     gt_root_env: str | None = None
-    png_scale: float = NYU_DEPTH_SCALE
 
     @property
     def default_crop(self) -> str | None:
@@ -50,6 +48,11 @@ class DatasetSpec:
     def min_depth(self) -> float:
         """Valid ground truth is strictly above this (metres)."""
         return self.cls.min_depth
+
+    @property
+    def png_scale(self) -> float:
+        """16-bit depth PNGs (ground truth and ``--save-png`` predictions) hold metres × this."""
+        return self.cls.png_scale
 
     @property
     def max_depth(self) -> float:
@@ -73,7 +76,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("nyu-mat", NYUMatDataset, "NYU Depth v2 labeled .mat file (file or its folder as root)",
                     root_env="CLIP2DEPTH_NYU_ROOT"),
         DatasetSpec("kitti", KITTIDataset, "KITTI Eigen split, BTS layout", root_env="CLIP2DEPTH_KITTI_ROOT",
-                    gt_root_env="CLIP2DEPTH_KITTI_GT_ROOT", png_scale=KITTI_DEPTH_SCALE),
+                    gt_root_env="CLIP2DEPTH_KITTI_GT_ROOT"),
         DatasetSpec("folder", FolderDataset, "your own images and depth maps named in a list file"),
         DatasetSpec("synthetic", SyntheticDataset, "rendered scenes with exact depth, nothing to download"),
     )
