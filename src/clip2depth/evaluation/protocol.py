@@ -223,6 +223,9 @@ def evaluate(
         except (RuntimeError, MemoryError) as exc:
             if not is_out_of_memory(exc):
                 raise
+            pred = None
+        if pred is None:
+            # Outside the except clause: the traceback (and the tensors its frames hold) is gone by now.
             _release_memory(model_device(model))
             h, w = sample["image"].shape[-2:]
             reason = (f"{sample.get('path', name)}: out of memory predicting {h}×{w}; "
