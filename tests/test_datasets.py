@@ -226,8 +226,10 @@ def test_folder_png_and_npy(tmp_path):
     assert torch.allclose(s2["depth"], torch.full((1, 12, 16), 3.25)) and s2["focal"] == pytest.approx(518.8579)
     assert s1["name"] == "a_img1" and s2["name"] == "b_img2"
     assert ds.default_crop is None
-    scaled = FolderDataset(lst, depth_scale=256.0)[0]["depth"]
-    assert scaled[0, 0, 0].item() == pytest.approx(2500 / 256)
+    assert ds.png_scale == 1000.0
+    scaled_ds = FolderDataset(lst, depth_scale=256.0)
+    assert scaled_ds[0]["depth"][0, 0, 0].item() == pytest.approx(2500 / 256)
+    assert scaled_ds.png_scale == 256.0  # prediction PNGs are written in the ground truth's own encoding
     # root instead of the list's folder; split picks <root>/<split>.txt
     (tmp_path / "test.txt").write_text("a/img1.png a/d1.png\n")
     assert len(build_dataset("folder", split="test", root=tmp_path)) == 1
@@ -313,3 +315,29 @@ def test_synthetic_cache_returns_the_same_samples():
             a, b = plain[i], cached[i]
             assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"])
     assert len(cached._cache) == 3
+
+
+def test_list_lines_tab_separated_paths_with_spaces_and_bad_lines_numbered():
+    from clip2depth.data.base import NYU_FOCAL, parse_list
+
+    lines = ["# header", "a.png a_d.png 500", "", "dir with space/b c.png\tdir with space/b c_d.png",
+             "too many fields here 1", "x.png None 5", "y.png y_d.png -3", "z.png\tz_d.png\t7.5"]
+    entries, no_gt, bad = parse_list(lines, "test.txt")
+    assert entries == [("a.png", "a_d.png", 500.0), ("dir with space/b c.png", "dir with space/b c_d.png", NYU_FOCAL),
+                       ("z.png", "z_d.png", 7.5)]
+    assert no_gt == 1
+    assert [b["line"] for b in bad] == [5, 7]
+    with pytest.raises(DataError, match="no usable line.*line 1"):
+        parse_list(["only-one"], "test.txt")
+
+
+def test_registry_spec_carries_the_protocol():
+    from clip2depth.data import dataset_spec
+
+    kitti = dataset_spec("kitti")
+    assert (kitti.default_crop, kitti.max_depth, kitti.png_scale) == ("kitti_garg", 80.0, 256.0)
+    assert kitti.root_env == "CLIP2DEPTH_KITTI_ROOT" and kitti.gt_root_env == "CLIP2DEPTH_KITTI_GT_ROOT"
+    assert dataset_spec("nyu").default_crop == "nyu_eigen" and dataset_spec("synthetic").root_env is None
+    assert all(spec.cls.default_crop == spec.default_crop for spec in DATASETS.values())
+    with pytest.raises(ConfigError, match="nyu, nyu-mat, kitti, folder, synthetic"):
+        dataset_spec("imagenet")

@@ -28,7 +28,7 @@ def tiny_dir(tmp_path_factory):
 
 def test_eval_cli_on_synthetic_writes_outputs_that_agree_with_pngs(tiny_dir, tmp_path, capsys):
     out, pngs = tmp_path / "eval", tmp_path / "pngs"
-    rc = main(["-q", "eval", "--model", str(tiny_dir), "--dataset", "synthetic", "--synthetic-length", "5",
+    rc = main(["-q", "eval", "--model", str(tiny_dir), "--dataset", "synthetic", "--synthetic", "5",
                "--synthetic-size", "96", "128", "--out", str(out), "--save-png", str(pngs), "--num-workers", "0"])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -128,3 +128,42 @@ def test_missing_data_root_is_one_clear_error(capsys, monkeypatch):
     assert main(["-q", "eval", "--model", "tiny", "--dataset", "nyu"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "CLIP2DEPTH_NYU_ROOT" in err
+
+
+def test_kitti_pngs_have_full_ground_truth_size_and_none_for_images_without_ground_truth(tmp_path):
+    from clip2depth.data import KITTIDataset
+
+    root, gt_root, drive = tmp_path / "raw", tmp_path / "gt", "2011_09_26_drive_0002_sync"
+    lines = []
+    for frame, has_gt in (("0000000069", True), ("0000000070", False)):
+        rgb = root / "2011_09_26" / drive / "image_02/data" / f"{frame}.png"
+        gt_path = gt_root / drive / "proj_depth/groundtruth/image_02" / f"{frame}.png"
+        rgb.parent.mkdir(parents=True, exist_ok=True)
+        gt_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((375, 1242, 3), 100, dtype=np.uint8)).save(rgb)
+        gt = np.zeros((375, 1242), dtype=np.uint16)
+        if has_gt:
+            gt[200:, :] = 2560  # 10 m
+        Image.fromarray(gt).save(gt_path)
+        lines.append(f"{rgb.relative_to(root)} {gt_path.relative_to(gt_root)} 721.5377")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    dataset = KITTIDataset(root, gt_root=gt_root, split="test", list_file=tmp_path / "list.txt")
+    pngs = tmp_path / "pngs"
+    result = evaluate(ConstantDepth(5.0), dataset, EvalSettings(crop="kitti_garg", max_depth=80.0, png_scale=256.0),
+                      save_png=pngs, progress=False)
+    assert result.count == 1 and len(result.skipped) == 1
+    assert sorted(p.name for p in pngs.iterdir()) == [f"{drive}_0000000069.png"]
+    pred = load_depth_png16(pngs / f"{drive}_0000000069.png", scale=256.0)
+    assert pred.shape == (375, 1242)  # the ground truth's size: BTS's evaluator runs without --do_kb_crop
+    top, left = 375 - 352, (1242 - 1216) // 2
+    assert np.all(pred[top:, left : left + 1216] == 5.0)
+    assert pred[:top].max() == 0.0 and pred[:, :left].max() == 0.0 and pred[:, left + 1216 :].max() == 0.0
+
+
+def test_eval_records_precision_and_max_side(tiny_dir, tmp_path):
+    out = tmp_path / "eval"
+    rc = main(["-q", "eval", "--model", str(tiny_dir), "--synthetic", "2", "--synthetic-size", "96", "128",
+               "--out", str(out), "--num-workers", "0", "--precision", "bf16", "--max-side", "64"])
+    assert rc == 0
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings["precision"] == "bf16" and settings["max_side"] == 64

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
+
+from clip2depth.errors import ConfigError
+from clip2depth.models.infer import PRECISIONS
 
 NAME = "consistency"
 HELP = "temporal consistency (flicker; with ground truth: AbsRel and scale stability) over a frame sequence"
+
+OUTPUTS = ("consistency.json", "consistency.png")
+"""What ``consistency`` writes into ``--out``."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,14 +43,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--min-depth", type=float, default=1e-3, help="predictions are clamped to [min, max] (default 1e-3)")
     p.add_argument("--max-depth", type=float, default=None, help="default: the model's max_depth, else 10")
     p.add_argument("--max-side", type=int, default=None, help="predict larger frames downscaled to this longest side")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="inference precision: fp32 (default) or autocast to bf16 / fp16")
     p.add_argument("--batch-size", type=int, default=8, help="frames predicted together (default 8)")
-    p.add_argument("--out", default="runs/consistency", help="output folder (default runs/consistency)")
+    p.add_argument("--out", default="runs/consistency",
+                   help="output folder (default runs/consistency); one that already holds consistency.json or "
+                        "consistency.png is refused without --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     return p
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse numeric flag values that cannot work, before any frame or model is loaded."""
+    for flag, value in (("--stride", args.stride), ("--max-frames", args.max_frames),
+                        ("--batch-size", args.batch_size), ("--max-side", args.max_side)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: must be at least 1")
+    if min(args.size) < 1:
+        raise ConfigError(f"--size {args.size[0]} {args.size[1]}: height and width must be positive")
+    if args.depth_scale <= 0:
+        raise ConfigError(f"--depth-scale {args.depth_scale}: must be positive (ground-truth units per metre)")
+    if args.tau is not None and not 0 < args.tau <= 1:
+        raise ConfigError(f"--tau {args.tau}: give an RGB change between 0 and 1 (e.g. 0.02)")
+    if args.min_depth < 0 or (args.max_depth is not None and args.max_depth <= 0):
+        raise ConfigError("--min-depth must not be negative and --max-depth must be positive")
+
+
 def run(args: argparse.Namespace) -> int:
-    from clip2depth.errors import ConfigError
     from clip2depth.evaluation.temporal import (
         STATIC_TAU,
         analyse_sequence,
@@ -56,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
         video_frames,
     )
     from clip2depth.io.atomic import atomic_write_json
+    from clip2depth.io.outputs import claim_output_dir
     from clip2depth.models.factory import create_model, resolve_device
 
-    if args.stride < 1 or args.max_frames < 1:
-        raise ConfigError("--stride and --max-frames must be at least 1")
+    check_args(args)
     ground_truth = depth_reader(args.depth_dir, depth_scale=args.depth_scale) if args.depth_dir else None
     if args.synthetic is not None:
         if args.synthetic < 2:
@@ -75,19 +100,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         frames, source = folder_frames(args.frames, max_frames=args.max_frames, stride=args.stride), args.frames
 
+    out = claim_output_dir(args.out, OUTPUTS, overwrite=args.overwrite)
     model = create_model(args.model, pretrained=args.pretrained, device=resolve_device(args.device))
     max_depth = args.max_depth or float(getattr(model, "max_depth", 10.0))
+    if args.min_depth >= max_depth:
+        raise ConfigError(f"--min-depth {args.min_depth} must be below the maximum depth {max_depth}")
     tau = STATIC_TAU if args.tau is None else args.tau
     result = analyse_sequence(model, frames, ground_truth, batch_size=args.batch_size, max_side=args.max_side,
-                              tau=tau, min_depth=args.min_depth, max_depth=max_depth)
+                              precision=args.precision, tau=tau, min_depth=args.min_depth, max_depth=max_depth)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     report = {
         "model": args.model,
         "source": source,
         "settings": {"tau": tau, "min_depth": args.min_depth, "max_depth": max_depth, "max_side": args.max_side,
-                     "stride": args.stride},
+                     "stride": args.stride, "precision": args.precision},
         **result,
     }
     atomic_write_json(out / "consistency.json", report)

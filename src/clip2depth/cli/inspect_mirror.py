@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from clip2depth.errors import ConfigError
 
 NAME = "inspect-mirror"
 HELP = "nearest words of the mirror, its similarity to prompts, where it changes depth, across checkpoints"
+
+OUTPUTS = ("mirror.json", "tokens.md", "overlays.png", "convergence.png")
+"""What ``inspect-mirror`` writes into ``--out``."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,7 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "or of the paper's prompt")
     p.add_argument("--prompts", nargs="+", default=[], metavar="TEXT", help="more prompts to compare q with")
     p.add_argument("--top-k", type=int, default=5, help="nearest tokens listed per mirror row (default 5)")
-    p.add_argument("--out", default="runs/inspect-mirror", help="output folder (default runs/inspect-mirror)")
+    p.add_argument("--out", default="runs/inspect-mirror",
+                   help="output folder (default runs/inspect-mirror); one that already holds this command's "
+                        "outputs is refused without --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     return p
 
@@ -57,6 +64,16 @@ def _load_images(args: argparse.Namespace) -> tuple[list, list[str]]:
     return [s["image"].permute(1, 2, 0).numpy() for s in samples], [s["name"] for s in samples]
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse numeric flag values that cannot work, before any image or model is loaded."""
+    for flag, value in (("--top-k", args.top_k), ("--max-images", args.max_images),
+                        ("--synthetic", args.synthetic)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be at least 1")
+    if min(args.size) < 1:
+        raise ConfigError(f"--size {args.size[0]} {args.size[1]}: height and width must be positive")
+
+
 def run(args: argparse.Namespace) -> int:
     from clip2depth.analysis.mirror import (
         PROMPT_PANEL,
@@ -68,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
         prompt_similarities,
         tokens_markdown,
     )
-    from clip2depth.errors import ConfigError
     from clip2depth.io.atomic import atomic_path, atomic_write_json
+    from clip2depth.io.outputs import claim_output_dir
     from clip2depth.models.config import PAPER_PROMPT
     from clip2depth.models.factory import create_model, resolve_device
 
-    if args.top_k < 1 or args.max_images < 1:
-        raise ConfigError("--top-k and --max-images must be at least 1")
+    check_args(args)
     images, names = _load_images(args)
+    out = claim_output_dir(args.out, OUTPUTS, overwrite=args.overwrite)
     model = create_model(args.model, pretrained=args.pretrained, device=resolve_device(args.device))
     prompts = list(dict.fromkeys([*PROMPT_PANEL, *args.prompts]))
     similarities = prompt_similarities(model, prompts)  # refuses models without text conditioning
@@ -84,8 +101,6 @@ def run(args: argparse.Namespace) -> int:
     rows = convergence(model, args.checkpoints, images, prompts=prompts, reference=args.reference) \
         if args.checkpoints else []
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     report = {
         "model": args.model,
         "prompt_mode": model.config.prompt_mode,

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import torch
@@ -100,14 +101,14 @@ def _read_depth_image(path: Path) -> np.ndarray:
 
 
 def read_list(path: str | Path) -> list[str]:
-    """Non-empty, non-comment lines of a list file."""
+    """The lines of a list file, as they are (blank and ``#`` lines included, so numbers match the file)."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise DataError(f"{path}: list file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read list file ({exc})") from None
-    return _lines(text)
+    return text.splitlines()
 
 
 def packaged_list(filename: str) -> list[str]:
@@ -115,35 +116,75 @@ def packaged_list(filename: str) -> list[str]:
     data = resources.files(_SPLITS_PACKAGE).joinpath("splits", filename).read_bytes()
     if filename.endswith(".gz"):
         data = gzip.decompress(data)
-    return _lines(data.decode())
+    return data.decode().splitlines()
 
 
-def parse_list(lines: list[str], source: str) -> tuple[list[tuple[str, str, float]], int]:
-    """Parse ``rgb depth [focal]`` lines into ``(rgb, depth, focal)`` entries.
+class ParsedList(NamedTuple):
+    """A parsed list file: the usable entries and what was left out."""
 
-    A missing focal defaults to :data:`NYU_FOCAL`. Lines whose depth is ``None`` (no ground truth,
-    e.g. 45 KITTI Eigen test frames) are left out; their number is returned as the second value.
-    ``source`` names the list in error messages.
+    entries: list[tuple[str, str, float]]
+    """``(rgb, depth, focal)`` per usable line, paths as written."""
+    skipped_no_gt: int
+    """Lines whose depth is ``None`` (no ground truth)."""
+    bad_lines: list[dict[str, Any]]
+    """``{"line": number (1-based, as in the file), "reason": text}`` per malformed line."""
+
+
+LIST_FORMAT = (
+    "one sample per line: 'rgb depth [focal]' separated by spaces, or by tabs when a path contains "
+    "spaces; depth 'None' = no ground truth; blank lines and lines starting with # are ignored"
+)
+"""The list-file format, as ``--help`` and error messages state it."""
+
+
+def parse_list(lines: list[str], source: str) -> ParsedList:
+    """Parse list-file lines (:data:`LIST_FORMAT`) into ``(rgb, depth, focal)`` entries.
+
+    A line holding a tab is split at tabs only, so paths may contain spaces; other lines are split at
+    any whitespace. A missing focal defaults to :data:`NYU_FOCAL`. Lines whose depth is ``None`` (e.g.
+    45 KITTI Eigen test frames) are counted in ``skipped_no_gt``. A malformed line (wrong number of
+    fields, a focal that is not a positive number) is reported in ``bad_lines`` with its number and the
+    rest is used; ``source`` names the list in messages.
+
+    Raises:
+        DataError: every non-blank line is malformed (nothing to use).
     """
     entries: list[tuple[str, str, float]] = []
     skipped = 0
-    for number, line in enumerate(lines, start=1):
-        parts = line.split()
+    bad: list[dict[str, Any]] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("\t")] if "\t" in line else line.split()
+        parts = [p for p in parts if p]
         if len(parts) not in (2, 3):
-            raise DataError(f"{source}, line {number}: expected 'rgb depth [focal]', got {line!r}")
+            bad.append({"line": number, "reason": f"expected 'rgb depth [focal]', got {len(parts)} fields "
+                                                  f"in {line!r} (separate paths with spaces by tabs)"})
+            continue
         if parts[1] == "None":
             skipped += 1
             continue
-        try:
-            focal = float(parts[2]) if len(parts) == 3 else NYU_FOCAL
-        except ValueError:
-            raise DataError(f"{source}, line {number}: focal {parts[2]!r} is not a number") from None
+        focal = _parse_focal(parts[2]) if len(parts) == 3 else NYU_FOCAL
+        if focal is None:
+            bad.append({"line": number, "reason": f"focal {parts[2]!r} is not a positive number"})
+            continue
         entries.append((parts[0], parts[1], focal))
-    return entries, skipped
+    if bad:
+        shown = "; ".join(f"line {b['line']}: {b['reason']}" for b in bad[:3])
+        if not entries and not skipped:
+            raise DataError(f"{source}: no usable line ({shown}); expected {LIST_FORMAT}")
+        logger.warning("%s: %d malformed line(s) left out (%s%s)", source, len(bad), shown,
+                       "; ..." if len(bad) > 3 else "")
+    return ParsedList(entries, skipped, bad)
 
 
-def _lines(text: str) -> list[str]:
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+def _parse_focal(text: str) -> float | None:
+    try:
+        focal = float(text)
+    except ValueError:
+        return None
+    return focal if math.isfinite(focal) and focal > 0 else None
 
 
 def require_dir(path: str | Path, what: str) -> Path:
@@ -163,16 +204,20 @@ class DepthDataset(Dataset):
     ``transform`` when one is given.
 
     Class attributes tell the evaluator which protocol applies: ``min_depth`` / ``max_depth``
-    (metres, valid ground truth is strictly between them) and ``default_crop`` (a name of
-    :data:`clip2depth.evaluation.metrics.CROPS`, or None).
+    (metres, valid ground truth is strictly between them), ``default_crop`` (a name of
+    :data:`clip2depth.evaluation.metrics.CROPS`, or None) and ``png_scale`` (16-bit depth PNGs of this
+    dataset hold metres × this; prediction PNGs use the same encoding).
     """
 
     min_depth: float = 1e-3
     max_depth: float = 10.0
     default_crop: str | None = None
+    png_scale: float = 1000.0
 
     def __init__(self, *, transform: Transform | None = None) -> None:
         self.transform = transform
+        # Malformed lines of the dataset's list file (see parse_list), reported by the evaluator.
+        self.bad_lines: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
         raise NotImplementedError

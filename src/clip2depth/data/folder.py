@@ -5,7 +5,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from clip2depth.data.base import DepthDataset, Sample, Transform, parse_list, read_depth, read_list, read_rgb
+from clip2depth.data.base import (
+    LIST_FORMAT,
+    DepthDataset,
+    Sample,
+    Transform,
+    parse_list,
+    read_depth,
+    read_list,
+    read_rgb,
+)
 from clip2depth.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -13,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 class FolderDataset(DepthDataset):
     """Images and depth maps named in a list file, one ``rgb depth [focal]`` line per sample.
+
+    Fields are separated by spaces, or by tabs when a path holds spaces
+    (:data:`~clip2depth.data.base.LIST_FORMAT`); malformed lines are left out and listed in
+    ``bad_lines`` with their numbers.
 
     Paths are relative to ``root`` when given, else to the list file's folder (absolute paths work
     too). A missing focal is :data:`~clip2depth.data.base.NYU_FOCAL`; lines with depth ``None`` are
@@ -54,11 +67,13 @@ class FolderDataset(DepthDataset):
         if depth_scale <= 0:
             raise ConfigError(f"depth_scale must be positive, got {depth_scale}")
         self.depth_scale = float(depth_scale)
+        self.png_scale = self.depth_scale
         self.min_depth = float(min_depth)
         self.max_depth = float(max_depth)
-        self.entries, self.skipped_no_gt = parse_list(read_list(self.list_file), str(self.list_file))
+        parsed = parse_list(read_list(self.list_file), str(self.list_file))
+        self.entries, self.skipped_no_gt, self.bad_lines = parsed
         if not self.entries:
-            raise DataError(f"{self.list_file}: no 'rgb depth [focal]' line with ground truth")
+            raise DataError(f"{self.list_file}: no line with ground truth; expected {LIST_FORMAT}")
         logger.info("folder dataset: %d images from %s", len(self.entries), self.list_file)
 
     def __len__(self) -> int:

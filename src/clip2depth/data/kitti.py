@@ -56,6 +56,7 @@ class KITTIDataset(DepthDataset):
     min_depth = 1e-3
     max_depth = 80.0
     default_crop = "kitti_garg"
+    png_scale = KITTI_DEPTH_SCALE
 
     def __init__(
         self,
@@ -77,7 +78,7 @@ class KITTIDataset(DepthDataset):
             lines, source = read_list(list_file), str(list_file)
         else:
             lines, source = packaged_list(_LIST_FILES[self.split]), _LIST_FILES[self.split]
-        self.entries, self.skipped_no_gt = parse_list(lines, source)
+        self.entries, self.skipped_no_gt, self.bad_lines = parse_list(lines, source)
         self.kb_crop = (self.split == "train") if kb_crop is None else kb_crop
         logger.info(
             "KITTI %s: %d images from %s (%d without ground truth skipped)",

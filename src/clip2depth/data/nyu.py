@@ -73,6 +73,7 @@ class NYUDataset(DepthDataset):
     min_depth = 1e-3
     max_depth = 10.0
     default_crop = "nyu_eigen"
+    png_scale = NYU_DEPTH_SCALE
 
     def __init__(
         self,
@@ -96,7 +97,7 @@ class NYUDataset(DepthDataset):
             lines, source = read_list(list_file), str(list_file)
         else:
             lines, source = packaged_list(_LIST_FILES[self.split]), _LIST_FILES[self.split]
-        self.entries, self.skipped_no_gt = parse_list(lines, source)
+        self.entries, self.skipped_no_gt, self.bad_lines = parse_list(lines, source)
         self.border_crop = (self.split == "train") if border_crop is None else border_crop
         logger.info("NYU %s: %d images from %s", self.split, len(self.entries), source)
 
@@ -179,6 +180,7 @@ class NYUMatDataset(DepthDataset):
     min_depth = 1e-3
     max_depth = 10.0
     default_crop = "nyu_eigen"
+    png_scale = NYU_DEPTH_SCALE
 
     def __init__(
         self,

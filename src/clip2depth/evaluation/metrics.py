@@ -74,7 +74,9 @@ def kitti_eigen_crop_mask(h: int, w: int) -> np.ndarray:
 def _require_nyu_size(name: str, h: int, w: int) -> None:
     # The NYU crops are fixed pixel ranges of the 480×640 Kinect frame; on another size they are meaningless.
     if (h, w) != (480, 640):
-        raise ConfigError(f"crop {name!r} is defined for 480×640 NYU ground truth, got {h}×{w}; use no crop")
+        raise ConfigError(
+            f"crop {name!r} is defined for 480×640 NYU ground truth, got {h}×{w}; use no crop (--crop none)"
+        )
 
 
 CROPS: dict[str, Callable[[int, int], np.ndarray]] = {

@@ -1,8 +1,9 @@
 """Evaluation on the community protocol (docs/method.md#evaluation-protocol), for any depth model and any dataset.
 
 One path for every model (CLIP2Depth, the DepthCLIP baseline) and every caller (``clip2depth eval``,
-validation during training, the ablation runner). Bad items never end an evaluation: unreadable files,
-size mismatches and samples without valid ground truth are reported and skipped; the rest is evaluated.
+validation during training, the ablation runner). Bad items never end an evaluation: malformed list
+lines, unreadable files, size mismatches, images too large for memory and samples without valid ground
+truth are reported and skipped; the rest is evaluated.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from clip2depth.errors import DataError
+from clip2depth.data.transforms import paste_into_canvas
+from clip2depth.errors import ConfigError, DataError
 from clip2depth.evaluation.metrics import METRIC_KEYS, MetricAverager, compute_metrics, crop_mask
 from clip2depth.io.atomic import atomic_path, atomic_write_json
 from clip2depth.io.depth import save_depth_png16
+from clip2depth.io.progress import progress as progress_bar
 from clip2depth.models.infer import model_device, predict_depth
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class EvalSettings:
     input_size: tuple[int, int] | None = None  # None: the image's own size rounded to the patch size
     input_box: tuple[int, int, int, int] | None = None  # (top, left, h, w): predict inside it only
     png_scale: float = 1000.0  # 1000 for NYU-style PNGs, 256 for KITTI-style
+    max_side: int | None = None  # inputs longer than this are predicted shrunk, depth resized back
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; see models.infer.precision_context)
 
     @classmethod
     def from_recipe(cls, section: dict[str, Any]) -> EvalSettings:
@@ -60,7 +64,8 @@ class EvalResult:
     metrics: dict[str, float]
     count: int
     skipped: list[dict[str, str]] = field(default_factory=list)  # no valid ground-truth pixel
-    failed: list[dict[str, str]] = field(default_factory=list)  # unreadable / inconsistent items
+    failed: list[dict[str, str]] = field(default_factory=list)  # unreadable / inconsistent / out of memory
+    bad_lines: list[dict[str, Any]] = field(default_factory=list)  # malformed list-file lines (not evaluated)
     per_image: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
@@ -74,8 +79,10 @@ class EvalResult:
             "count": self.count,
             "skipped_count": len(self.skipped),
             "failed_count": len(self.failed),
+            "bad_line_count": len(self.bad_lines),
             "skipped": self.skipped,
             "failed": self.failed,
+            "bad_lines": self.bad_lines,
             "settings": self.settings,
             "seconds": round(self.seconds, 2),
             **({"extra_metrics": self.extra} if self.extra else {}),
@@ -123,27 +130,37 @@ def predict_sample(
     """
     device = model_device(model)
     image = sample["image"].unsqueeze(0).to(device)
-    gt_h, gt_w = sample["depth"].shape[-2:]
+    gt_size = tuple(sample["depth"].shape[-2:])
     box = sample.get("crop_box")
-    covered = None
     if settings.input_box is not None:
         top, left, h, w = settings.input_box
         if top + h > image.shape[-2] or left + w > image.shape[-1]:
             raise DataError(f"{sample.get('path')}: input box {settings.input_box} exceeds the image "
-                            f"{tuple(image.shape[-2:])}")
+                            f"{tuple(image.shape[-2:])}; pass a smaller --input-box")
         image = image[..., top : top + h, left : left + w]
         box = (top + (box[0] if box else 0), left + (box[1] if box else 0), h, w)
-    depth = predict_depth(model, image, size=settings.input_size, flip_tta=settings.flip_tta)[0, 0]
-    depth = depth.float().cpu().numpy()
+    depth = predict_depth(model, image, size=settings.input_size, max_side=settings.max_side,
+                          flip_tta=settings.flip_tta, precision=settings.precision)[0, 0].float().cpu()
     if box is None:
-        return depth, None
-    top, left, h, w = (int(v) for v in box)
-    canvas = np.zeros((gt_h, gt_w), dtype=np.float32)
-    canvas[top : top + h, left : left + w] = depth
-    if settings.input_box is not None:
-        covered = np.zeros((gt_h, gt_w), dtype=bool)
-        covered[top : top + h, left : left + w] = True
+        return depth.numpy(), None
+    canvas = paste_into_canvas(depth, box, gt_size).numpy()
+    if settings.input_box is None:
+        return canvas, None
+    covered = paste_into_canvas(torch.ones_like(depth, dtype=torch.bool), box, gt_size).numpy()
     return canvas, covered
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CPU or GPU), which a smaller input may avoid."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "DefaultCPUAllocator" in text)
+
+
+def _release_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 @torch.no_grad()
@@ -164,14 +181,18 @@ def evaluate(
 
     Args:
         save_png: directory for 16-bit prediction PNGs named ``<sample name>.png`` (×``png_scale``),
-            as the BTS evaluator expects.
-        limit: evaluate only the first ``limit`` items.
+            as the BTS evaluator expects. Each PNG has the ground truth's full size (for KITTI the
+            KB-crop prediction sits on a zero canvas, so BTS's evaluator runs without
+            ``--do_kb_crop``); images skipped for having no valid ground truth get none.
+        limit: evaluate only the first ``limit`` items (at least 1).
         shard: (rank, world_size): this process evaluates every world_size-th item from rank.
         keep_predictions: keep the first N (sample, prediction) pairs in ``result.examples`` for figures.
         extra_metrics: more per-image metrics (see :data:`ExtraMetrics`), computed on the images the
             standard metrics keep, added to ``per_image`` and averaged into ``result.extra``. The
             standard metrics are not affected.
     """
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1 (or None for every item), got {limit}")
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -180,19 +201,38 @@ def evaluate(
     items = _SafeItems(dataset, list(range(rank, n, world)))
     loader = DataLoader(items, batch_size=1, shuffle=False, num_workers=num_workers, collate_fn=_first)
     averager = MetricAverager()
-    result = EvalResult(metrics={}, count=0, settings=asdict(settings))
+    result = EvalResult(metrics={}, count=0, settings=asdict(settings),
+                        bad_lines=list(getattr(dataset, "bad_lines", [])))
     extra_values: dict[str, list[float]] = {}
     png_dir = Path(save_png) if save_png else None
     if png_dir:
         png_dir.mkdir(parents=True, exist_ok=True)
 
-    for sample in tqdm(loader, desc="eval", unit="img", disable=not progress, dynamic_ncols=True):
+    for sample in progress_bar(loader, enabled=progress, desc="eval", unit="img"):
         if "error" in sample:
             logger.warning("skipping item %d: %s", sample["index"], sample["error"])
             result.failed.append({"index": str(sample["index"]), "reason": sample["error"]})
             continue
         name = str(sample.get("name", sample.get("path", "")))
-        pred, covered = predict_sample(model, sample, settings)
+        try:
+            pred, covered = predict_sample(model, sample, settings)
+        except DataError as exc:
+            logger.warning("skipping %s: %s", name, exc)
+            result.failed.append({"name": name, "reason": str(exc)})
+            continue
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            pred = None
+        if pred is None:
+            # Outside the except clause: the traceback (and the tensors its frames hold) is gone by now.
+            _release_memory(model_device(model))
+            h, w = sample["image"].shape[-2:]
+            reason = (f"{sample.get('path', name)}: out of memory predicting {h}×{w}; "
+                      "pass --max-side N to predict large images at a reduced size")
+            logger.warning("skipping %s", reason)
+            result.failed.append({"name": name, "reason": reason})
+            continue
         gt = sample["depth"][0].numpy()
         if covered is not None:
             gt = np.where(covered, gt, 0.0)
@@ -201,14 +241,14 @@ def evaluate(
         averager.update(metrics, name)
         if metrics is None:
             result.skipped.append({"name": name, "reason": "no valid ground-truth pixel"})
-        else:
-            extra = {}
-            if extra_metrics is not None:
-                mask = crop_mask(settings.crop, *gt.shape)
-                extra = extra_metrics(pred, gt if mask is None else np.where(mask, gt, 0.0))
-                for key, value in extra.items():
-                    extra_values.setdefault(key, []).append(float(value))
-            result.per_image.append({"name": name, **metrics, **extra})
+            continue
+        extra = {}
+        if extra_metrics is not None:
+            mask = crop_mask(settings.crop, *gt.shape)
+            extra = extra_metrics(pred, gt if mask is None else np.where(mask, gt, 0.0))
+            for key, value in extra.items():
+                extra_values.setdefault(key, []).append(float(value))
+        result.per_image.append({"name": name, **metrics, **extra})
         if png_dir:
             save_depth_png16(pred, png_dir / f"{name}.png", scale=settings.png_scale)
         if len(result.examples) < keep_predictions:

@@ -240,7 +240,8 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 @torch.no_grad()
 def predict_frames(model: nn.Module, frames: Iterable[Frame], *, batch_size: int = 8,
-                   max_side: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+                   max_side: int | None = None, precision: str = "fp32",
+                   ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(name, frame, depth)`` per frame, depth H×W float32 metres at the frame's size; frames are
     predicted independently, ``batch_size`` same-size frames at a time, and read only as needed."""
     model.eval()
@@ -250,7 +251,7 @@ def predict_frames(model: nn.Module, frames: Iterable[Frame], *, batch_size: int
         for _, group in groups:
             items = list(group)
             batch = torch.from_numpy(np.stack([_as_unit_rgb(f) for _, f in items])).permute(0, 3, 1, 2)
-            depth = predict_depth(model, batch.to(device), max_side=max_side)
+            depth = predict_depth(model, batch.to(device), max_side=max_side, precision=precision)
             for (name, frame), d in zip(items, depth, strict=True):
                 yield name, frame, d[0].float().cpu().numpy()
 
@@ -262,6 +263,7 @@ def analyse_sequence(
     *,
     batch_size: int = 8,
     max_side: int | None = None,
+    precision: str = "fp32",
     tau: float = STATIC_TAU,
     min_depth: float = 1e-3,
     max_depth: float = 10.0,
@@ -271,9 +273,11 @@ def analyse_sequence(
     Args:
         frames: ``(name, H×W×3 RGB)`` in order, e.g. :func:`video_frames` or :func:`folder_frames`.
         ground_truth: frame name → H×W metres (0 = invalid), e.g. :func:`depth_reader`; None for none.
+        max_side, precision: as in :func:`clip2depth.models.infer.predict_depth`.
     """
     acc = TemporalAccumulator(tau=tau, min_depth=min_depth, max_depth=max_depth)
-    for name, frame, depth in predict_frames(model, frames, batch_size=batch_size, max_side=max_side):
+    for name, frame, depth in predict_frames(model, frames, batch_size=batch_size, max_side=max_side,
+                                             precision=precision):
         acc.add(frame, depth, None if ground_truth is None else ground_truth(name), name=name)
     if not acc.per_frame:
         raise DataError("the sequence has no frames")
