@@ -293,3 +293,11 @@ def test_sources_cover_the_packaged_splits():
     test_names = {s.name for s in sources.sources_for("kitti", "test")}
     assert len([n for n in test_names if "_drive_" in n]) == 28
     assert [s.name for s in sources.sources_for("nyu", "test")] == ["nyu_depth_v2_labeled.mat"]
+
+
+def test_check_reads_list_files_as_eval_does_comments_blank_lines_and_tabs(tmp_path):
+    listing = tmp_path / "test.txt"
+    listing.write_text("# my test split\n\nscene a/rgb 1.jpg\tscene a/depth 1.png\t518.8579\n")
+    result = run_cli("data", "check", "nyu", "--root", tmp_path / "nyu", "--only", "test", "--test-list", listing)
+    assert_user_error(result, "incomplete")
+    assert "1 list lines" in result.out and "scene a/rgb 1.jpg" in result.out

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from clip2depth.data import build_dataset
-from clip2depth.data.base import packaged_list, read_list
+from clip2depth.data.base import packaged_list, parse_list, read_list
 from clip2depth.data.check import LIST_FILES, check_part
 from clip2depth.data.prepare import KITTI_GT_DIR, disk_needed, download_plan, get_dataset
 from clip2depth.errors import Clip2DepthError, DataError
@@ -289,7 +289,9 @@ def results_markdown(opts: ReproduceOptions, recipe: dict[str, Any], *, ours: di
 
 
 def _count_list(dataset: str, part: str, list_file: str | None) -> int:
-    return len(read_list(list_file) if list_file else packaged_list(LIST_FILES[dataset][part]))
+    source = list_file or LIST_FILES[dataset][part]
+    parsed = parse_list(read_list(list_file) if list_file else packaged_list(source), str(source))
+    return len(parsed.entries) + parsed.skipped_no_gt
 
 
 def dry_run_plan(opts: ReproduceOptions) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from clip2depth.data.base import packaged_list, read_list
+from clip2depth.data.base import packaged_list, parse_list, read_list
 from clip2depth.data.prepare import KITTI_GT_DIR, NYU_TEST_DIR
 from clip2depth.data.sources import DATASET_NAMES, PARTS
 from clip2depth.errors import ConfigError
@@ -85,18 +85,18 @@ def check_part(dataset: str, root: str | Path, part: str, *, list_file: str | Pa
     if part not in PARTS:
         raise ConfigError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
     root = Path(root)
-    lines = read_list(list_file) if list_file else packaged_list(LIST_FILES[dataset][part])
-    report = PartReport(part=part, listed=len(lines))
+    source = list_file or LIST_FILES[dataset][part]
+    parsed = parse_list(read_list(list_file) if list_file else packaged_list(source), str(source))
+    report = PartReport(part=part, listed=len(parsed.entries) + parsed.skipped_no_gt)
     gt = Path(gt_root) if gt_root else root / KITTI_GT_DIR
-    for line in progress(lines, enabled=show_progress, desc=f"check {dataset} {part}", unit="item"):
-        fields = line.split()
+    for fields in progress(parsed.entries, enabled=show_progress, desc=f"check {dataset} {part}", unit="item"):
         if dataset == "nyu":
             base = root / _NYU_DIRS[part]
             rgb_path = base / fields[0].lstrip("/")
-            depth_path = base / fields[1].lstrip("/") if fields[1] != "None" else None
+            depth_path = base / fields[1].lstrip("/")
         else:
             rgb_path = root / fields[0]
-            depth_path = _kitti_gt(gt, fields[1]) if fields[1] != "None" else None
+            depth_path = _kitti_gt(gt, fields[1])
         sizes = []
         for path, is_depth in ((rgb_path, False), (depth_path, True)):
             if path is None:
