@@ -274,6 +274,9 @@ class Recipe:
     def __post_init__(self) -> None:
         if not isinstance(self.model_overrides, dict):
             raise _fail("model_overrides", self.model_overrides, "a mapping of model config fields")
+        hints = typing.get_type_hints(ModelConfig)  # unknown fields are left for ModelConfig to name
+        self.model_overrides = {k: coerce(v, hints[k], f"model_overrides.{k}") if k in hints else v
+                                for k, v in self.model_overrides.items()}
         self.model_config()  # unknown or invalid model fields fail here, before anything is built
 
     def model_config(self) -> ModelConfig | None:
@@ -325,6 +328,8 @@ def describe(hint: Any) -> str:
         return f"{describe(inner[0])} or null"
     if origin is Literal:
         return "one of " + ", ".join(map(str, args))
+    if origin is list:
+        return f"a list of {describe(args[0])}s"
     if origin is tuple:
         return f"a list of {len(args)} {describe(args[0])}s, e.g. [{', '.join(['1'] * len(args))}]"
     if origin is dict or hint is dict:
@@ -350,6 +355,12 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, list | tuple) or len(value) != len(args):
             raise _fail(key, value, describe(hint))
         return tuple(coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    if origin is list:
+        if isinstance(value, str):
+            value = _yaml_value(value, key)
+        if not isinstance(value, list | tuple):
+            raise _fail(key, value, describe(hint))
+        return [coerce(v, args[0], key) for v in value]
     if origin is dict or hint is dict:
         if isinstance(value, str):
             value = _yaml_value(value, key)

@@ -90,11 +90,11 @@ class Trainer:
                               f"train.accumulation ({t.accumulation})")
         self.global_batch, self.micro_batch = t.batch_size, t.batch_size // (world * t.accumulation)
         last = find_last(self.run_dir) if self.resume else None
+        saved = read_resume(last, global_batch=self.global_batch) if last is not None else None
+        train_set, self.val_set = build_datasets(r.data, seed=t.seed)
         fresh_in_used_folder = last is None and (self.overwrite or self.resume)
         if self.ranks.is_main and last is None and not fresh_in_used_folder:
             claim_output_dir(self.run_dir, RUN_OUTPUTS, resumable=True)  # refuses a folder holding a run
-
-        train_set, self.val_set = build_datasets(r.data, seed=t.seed)
         self.train_set = AugmentedDataset(train_set, build_augment(r.augment), t.seed)
         self.batches_per_epoch = len(train_set) // t.batch_size
         if self.batches_per_epoch == 0:
@@ -128,8 +128,7 @@ class Trainer:
             self.forward = torch.compile(self.forward)
 
         self.state = TrainState()
-        if last is not None:
-            saved = read_resume(last, global_batch=self.global_batch)
+        if saved is not None:
             self.optimizer.load_state_dict(saved.optimizer)
             if saved.scaler and self.scaler.is_enabled():
                 self.scaler.load_state_dict(saved.scaler)
