@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from clirun import assert_user_error, run_cli
 
 SMALL = [
