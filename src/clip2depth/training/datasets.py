@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +43,10 @@ def build_datasets(data: DataSection, *, seed: int) -> tuple[Dataset, Dataset]:
     if data.val_list is None and not data.val_fraction and data.root is None:
         raise DataError("the folder dataset needs validation images: set data.val_list=PATH, or "
                         "data.val_fraction (e.g. 0.1) to hold out part of the train list")
+    for key, path in (("train_list", data.train_list), ("val_list", data.val_list)):
+        if path is not None and not Path(path).expanduser().is_file():
+            raise DataError(f"data.{key}={path}: no such list file; pass the path of a file of 'rgb depth [focal]' "
+                            "lines")
     common = {"depth_scale": data.depth_scale}
     train = build_dataset("folder", split=data.train_split, root=data.root, list_file=data.train_list,
                           **common, **data.kwargs)
