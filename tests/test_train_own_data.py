@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clirun import assert_user_error, run_cli
 from PIL import Image
+
+from clirun import assert_user_error, run_cli
 
 TINY = ["--model", "tiny", "--pretrained", "none", "--no-progress",
         "--set", "augment.crop_size=[48, 64]", "--set", "train.batch_size=4", "--set", "train.num_workers=0",
