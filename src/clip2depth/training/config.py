@@ -377,10 +377,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise _fail(key, value, describe(hint))
         if isinstance(value, str):
-            try:
-                value = float(value.strip()) if hint is float else int(value.strip())
-            except ValueError:
-                raise _fail(key, value, describe(hint)) from None
+            value = _number(value, key, hint)
         if hint is int and isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int | float) or (hint is int and not isinstance(value, int)):
@@ -393,6 +390,17 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             raise _fail(key, value, describe(hint))
         return value
     raise TypeError(f"no conversion for {hint!r}")
+
+
+def _number(text: str, key: str, hint: Any) -> int | float:
+    try:
+        return int(text.strip())
+    except ValueError:
+        pass
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise _fail(key, text, describe(hint)) from None
 
 
 def _yaml_value(raw: str, key: str) -> Any:
