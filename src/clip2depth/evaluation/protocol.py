@@ -48,12 +48,6 @@ class EvalSettings:
     input_box: tuple[int, int, int, int] | None = None  # (top, left, h, w): predict inside it only
     png_scale: float = 1000.0  # 1000 for NYU-style PNGs, 256 for KITTI-style
 
-    @classmethod
-    def from_recipe(cls, section: dict[str, Any]) -> EvalSettings:
-        """Settings from a training recipe's ``eval`` section (``min_depth``, ``max_depth``, ``crop``, ``flip_tta``)."""
-        return cls(min_depth=float(section["min_depth"]), max_depth=float(section["max_depth"]),
-                   crop=section.get("crop"), flip_tta=bool(section.get("flip_tta", False)))
-
 
 @dataclass
 class EvalResult:
