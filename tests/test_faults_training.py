@@ -226,3 +226,13 @@ def test_resume_of_a_run_interrupted_before_its_first_checkpoint_starts_at_step_
     result = run_cli("-q", "train", "--resume", run_copy, "--no-progress")
     assert result.code == 0, result.err
     assert "done: 2 steps" in result.out
+
+
+def test_flag_mistakes(tmp_path, no_model_build):
+    # --clip-pretrained is still understood (hidden alias of --pretrained); the bad value after it is what fails
+    assert_user_error(run_cli("train", "--clip-pretrained", "none", "--set", "train.lr=-1"), "train.lr", "> 0")
+    assert_user_error(run_cli("train", "--resume", tmp_path, "--out", tmp_path / "x"), "--resume", "--out")
+    assert_user_error(run_cli("demo", "--out", tmp_path, "--resume", "--overwrite"), "--resume", "--overwrite")
+    assert_user_error(run_cli("ablate", "--out", tmp_path / "a", "--variants", "prompt=loud"), "prompt=loud")
+    assert_user_error(run_cli("ablate", "--out", tmp_path / "a", "--limit", "-1"), "--limit -1")
+    assert not (tmp_path / "a").exists()
