@@ -249,15 +249,17 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str) -> Recipe:
-        """Build and check a recipe from nested dicts (a YAML file's content); ``source`` names it in errors."""
+        """Build and check a recipe from nested dicts (a YAML file's content); ``source`` (a file, or "" for
+        the command line) names it in errors."""
+        where = f"{source}: " if source else ""
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a recipe must be a mapping of sections, got {type(data).__name__}")
+            raise ConfigError(f"{where}a recipe must be a mapping of sections, got {type(data).__name__}")
         data = {_LEGACY_KEYS.get(k, k): v for k, v in data.items()}
         values: dict[str, Any] = {}
         hints = typing.get_type_hints(cls)
         for key, value in data.items():
             if key not in hints:
-                raise ConfigError(f"{source}: unknown key {key!r}; known: {', '.join(hints)}")
+                raise ConfigError(f"{where}unknown key {key!r}; known: {', '.join(hints)}")
             if key in SECTIONS:
                 values[key] = _build_section(SECTIONS[key], value, key, source)
             else:
@@ -265,7 +267,7 @@ class Recipe:
         try:
             return cls(**values)
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{where}{exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts and lists (tuples as lists), as written to ``config.yaml``."""
@@ -287,6 +289,10 @@ class Recipe:
             base = ModelConfig.from_dict(read_model_dir(self.model)["model"], source=f"{self.model}/config.json")
         else:
             if not self.model.startswith("hf-hub:"):
+                if "/" in self.model or "\\" in self.model:
+                    raise ConfigError(f"model={self.model!r}: no model directory (config.json + model.safetensors) "
+                                      f"there; pass a trained run's best/ or last/, or a preset: "
+                                      f"{', '.join(list_models())}")
                 raise _fail("model", self.model, f"a preset ({', '.join(list_models())}), a model directory "
                             "or hf-hub:ORG/NAME")
             return None
@@ -301,19 +307,20 @@ class Recipe:
 
 
 def _build_section(cls: type, value: Any, name: str, source: str) -> Any:
+    where = f"{source}: " if source else ""
     if value is None:
         return cls()
     if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {name}={value!r} is invalid: {name} is a section; set its fields as "
+        raise ConfigError(f"{where}{name}={value!r} is invalid: {name} is a section; set its fields as "
                           f"{name}.KEY (known: {', '.join(f.name for f in dataclasses.fields(cls))})")
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(value) - set(hints))
     if unknown:
-        raise ConfigError(f"{source}: unknown key {name}.{unknown[0]}; known in {name}: {', '.join(hints)}")
+        raise ConfigError(f"{where}unknown key {name}.{unknown[0]}; known in {name}: {', '.join(hints)}")
     try:
         return cls(**{k: coerce(v, hints[k], f"{name}.{k}") for k, v in value.items()})
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{where}{exc}") from None
 
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
@@ -462,7 +469,7 @@ def apply_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...]) -> R
             node[parts[-1]] = _yaml_value(raw, key) if open_part else coerce(raw, hint, key)
         except ConfigError as exc:
             raise ConfigError(f"--set {exc}") from None
-    return Recipe.from_dict(data, source="--set")
+    return Recipe.from_dict(data, source="")
 
 
 def list_recipes() -> list[str]:
