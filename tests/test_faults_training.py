@@ -87,6 +87,8 @@ def run_copy(finished_run, tmp_path) -> Path:
         ("model_overrides.mirror_length=many", ["mirror_length"]),
         ("model_overrides.no_such_field=1", ["no_such_field"]),
         ("data.dataset=imagenet", ["data.dataset='imagenet'", "folder"]),
+        ("model=runs/nope/best", ["runs/nope/best", "no model directory", "tiny"]),
+        ("model=no-such-preset", ["no-such-preset", "expected a preset", "tiny"]),
     ],
 )
 def test_bad_set_values_are_one_error_line_before_any_model(item, fragments, no_model_build, tmp_path):
