@@ -238,3 +238,14 @@ def test_flag_mistakes(tmp_path, no_model_build):
     assert_user_error(run_cli("ablate", "--out", tmp_path / "a", "--variants", "prompt=loud"), "prompt=loud")
     assert_user_error(run_cli("ablate", "--out", tmp_path / "a", "--limit", "-1"), "--limit -1")
     assert not (tmp_path / "a").exists()
+
+
+def test_resume_state_of_an_older_run_without_checksum_still_resumes(run_copy):
+    path = run_copy / "last" / "resume.json"
+    meta = json.loads(path.read_text())
+    del meta["resume_sha256"]
+    path.write_text(json.dumps(meta))
+    result = run_cli("-q", "train", "--resume", run_copy, "--no-progress", "--set", "train.max_steps=3")
+    assert result.code == 0, result.err
+    assert "done: 3 steps" in result.out
+    assert "resume_sha256" in (run_copy / "last" / "resume.json").read_text()  # the new checkpoint has one

@@ -160,8 +160,11 @@ def read_resume(last: Path, *, global_batch: int) -> ResumeState:
            "with --overwrite")
     try:
         meta = json.loads(path_json.read_text())
-        expected = meta["resume_sha256"]
-        if _sha256(path_tensors) != expected:
+        expected = meta.get("resume_sha256") if isinstance(meta, dict) else meta["resume_sha256"]
+        if expected is None:  # written before resume files carried a checksum
+            logger.warning("%s records no checksum of %s (an older run); it is not verified", path_json,
+                           RESUME_TENSORS)
+        elif _sha256(path_tensors) != expected:
             raise CheckpointError(bad.format(f"{RESUME_TENSORS} does not match the checksum in {RESUME_JSON} "
                                              "(modified or truncated)"))
         tensors = load_file(str(path_tensors))
