@@ -13,7 +13,7 @@ $(BIN)/clip2depth: pyproject.toml
 	touch $(BIN)/clip2depth
 
 demo: $(BIN)/clip2depth
-	$(BIN)/clip2depth demo --out demo_out
+	$(BIN)/clip2depth demo --out demo_out --overwrite  # a fresh demo each time
 
 test: $(BIN)/clip2depth
 	$(BIN)/python -m pytest -q

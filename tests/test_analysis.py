@@ -219,14 +219,14 @@ def test_ablate_rerun_does_not_retrain(ablation_dir, monkeypatch):
         raise AssertionError("a finished variant was trained again")
 
     monkeypatch.setattr("clip2depth.training.trainer.train", no_training)
-    assert run_command(ablate_cmd, argv) == 0
+    assert run_command(ablate_cmd, [*argv, "--resume"]) == 0
     assert (out / "prompt=mirror" / "last" / "model.safetensors").stat().st_mtime_ns == before
 
 
 def test_ablate_refuses_a_run_dir_trained_with_other_settings(ablation_dir):
     out, argv = ablation_dir
     with pytest.raises(clip2depth.ConfigError, match="other settings"):
-        run_command(ablate_cmd, [*argv, "--set", "train.lr=0.5"])
+        run_command(ablate_cmd, [*argv, "--resume", "--set", "train.lr=0.5"])
 
 
 def test_consistency_synthetic_writes_json_and_plot(tiny_model, tmp_path):

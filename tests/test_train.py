@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import clip2depth
 from clip2depth.cli import main
 from clip2depth.errors import Clip2DepthError, ConfigError
-from clip2depth.training.config import apply_overrides, load_recipe
+from clip2depth.training.config import Recipe, apply_overrides, load_recipe
 from clip2depth.training.losses import silog_loss
 from clip2depth.training.trainer import Trainer, one_cycle_lr, train
 
@@ -25,7 +25,7 @@ SMALL = [
 ]
 
 
-def small_recipe(*extra: str) -> dict:
+def small_recipe(*extra: str) -> Recipe:
     return apply_overrides(load_recipe("synthetic"), [*SMALL, *extra])
 
 
@@ -51,12 +51,12 @@ def test_silog_loss_by_hand():
 
 
 def test_recipe_overrides_are_strict():
-    with pytest.raises(ConfigError, match="unknown recipe key"):
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate' in section train"):
         apply_overrides(load_recipe("synthetic"), ["train.learning_rate=1"])
     with pytest.raises(ConfigError, match="unknown recipe"):
         load_recipe("imagenet")
     r = apply_overrides(load_recipe("synthetic"), ["model_overrides.mirror_length=4", "train.lr=1e-4"])
-    assert r["model_overrides"] == {"mirror_length": 4} and r["train"]["lr"] == 1e-4
+    assert r.model_overrides == {"mirror_length": 4} and r.train.lr == 1e-4
 
 
 def _weights(run_dir):
@@ -130,9 +130,7 @@ def test_failure_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, mo
     before_state = (run_dir / "last" / "resume.json").read_text()
 
     trainer = Trainer(recipe, run_dir, resume=True, progress=False)
-    trainer._setup_distributed()
-    trainer._build()
-    trainer.load_resume_state()
+    trainer.prepare()
     with torch.no_grad():
         for _, p in trainer.model.trainable_parameters():
             p.add_(1.0)
@@ -149,7 +147,7 @@ def test_failure_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, mo
         return real_save(*args, **kwargs)
 
     monkeypatch.setattr(ckpt, "save_file", fail_second_file)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(Clip2DepthError, match="simulated disk failure.*previous one is intact"):
         trainer.save_checkpoint()
     after = _weights(run_dir)
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -176,7 +174,7 @@ def test_train_cli_and_resume_errors(tmp_path, capsys):
     assert main(["-q", "train", "--resume", str(tmp_path / "nope")]) == 1
     assert "no config.yaml" in capsys.readouterr().err
     assert main(["-q", "train", "--recipe", "synthetic", "--set", "train.nope=1"]) == 1
-    assert "unknown recipe key" in capsys.readouterr().err
+    assert "unknown key 'nope' in section train" in capsys.readouterr().err
 
 
 def test_demo_writes_report_and_summary(tmp_path, capsys):

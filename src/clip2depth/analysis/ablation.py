@@ -19,7 +19,6 @@ weights with the same settings is read back. Two variants that resolve to the sa
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
@@ -28,15 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from clip2depth.errors import ConfigError
 from clip2depth.evaluation.metrics import METRIC_KEYS, lower_is_better
 from clip2depth.io.atomic import atomic_path, atomic_write_json
 from clip2depth.models.checkpoint import is_model_dir, read_model_dir
-from clip2depth.models.config import PROMPT_MODES, ModelConfig, list_models, load_preset
+from clip2depth.models.config import PROMPT_MODES
+from clip2depth.training.config import Recipe, read_recipe_file
 
 logger = logging.getLogger(__name__)
+
+REPORT_OUTPUTS: tuple[str, ...] = ("ablation.md", "ablation.csv", "ablation.png")
+"""The files an ablation writes into its output folder (besides one run folder per variant)."""
 
 DEFAULT_VARIANTS: tuple[str, ...] = (
     "prompt=mirror",
@@ -78,30 +79,22 @@ def variant_overrides(name: str) -> dict[str, Any]:
     raise ConfigError(f"unknown variant {name!r}; use prompt=MODE, mirror_length=N or finetune=K")
 
 
-def variant_recipe(recipe: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``recipe`` with ``overrides`` merged into its ``model_overrides``."""
-    out = copy.deepcopy(recipe)
-    out["model_overrides"] = {**(out.get("model_overrides") or {}), **overrides}
-    return out
+def variant_recipe(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
+    """``recipe`` with ``overrides`` merged into its ``model_overrides`` (checked by the model config)."""
+    return recipe.replace(model_overrides={**recipe.model_overrides, **overrides})
 
 
-def resolved_model_config(recipe: dict[str, Any]) -> dict[str, Any] | None:
-    """The full model config a recipe trains (validates the overrides); None when the model is remote."""
-    model = str(recipe["model"])
-    if model in list_models():
-        base = load_preset(model)
-    elif is_model_dir(model):
-        base = ModelConfig.from_dict(read_model_dir(model)["model"], source=f"{model}/config.json")
-    else:
-        return None
-    return base.replace(**(recipe.get("model_overrides") or {})).to_dict()
+def resolved_model_config(recipe: Recipe) -> dict[str, Any] | None:
+    """The full model config a recipe trains; None when the model is remote."""
+    config = recipe.model_config()
+    return None if config is None else config.to_dict()
 
 
-def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
-    plain = yaml.safe_load(yaml.safe_dump(recipe))  # tuples → lists, as in the saved config.yaml
+def _comparable(recipe: Recipe) -> dict[str, Any]:
+    plain = recipe.to_dict()
     for section, keys in _NEUTRAL_KEYS.items():
         for key in keys:
-            (plain.get(section) or {}).pop(key, None)
+            plain[section].pop(key, None)
     return plain
 
 
@@ -133,7 +126,7 @@ def _read_resume_state(run_dir: Path) -> dict[str, Any] | None:
         raise ConfigError(f"{path} is unreadable ({exc}); delete {run_dir} to retrain this variant") from exc
 
 
-def train_variant(recipe: dict[str, Any], run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+def train_variant(recipe: Recipe, run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train ``recipe`` into ``run_dir`` unless it is already trained there; returns the run's marker.
 
     The marker (``ablation_run.json``) records the run's total steps once training ended. A run directory
@@ -145,7 +138,7 @@ def train_variant(recipe: dict[str, Any], run_dir: Path, *, progress: bool = Tru
     state = _read_resume_state(run_dir)
     if state is not None:
         saved = run_dir / "config.yaml"
-        if not saved.is_file() or _comparable(yaml.safe_load(saved.read_text())) != _comparable(recipe):
+        if not saved.is_file() or _comparable(read_recipe_file(saved)) != _comparable(recipe):
             raise ConfigError(f"{run_dir} holds a run with other settings than this ablation's; pass another --out "
                               f"or delete {run_dir}")
         marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
@@ -154,8 +147,8 @@ def train_variant(recipe: dict[str, Any], run_dir: Path, *, progress: bool = Tru
             return marker
         logger.info("%s: resuming at step %d", run_dir.name, state["step"])
         summary = train(recipe, run_dir, resume=True, progress=progress)
-    else:
-        summary = train(recipe, run_dir, progress=progress)
+    else:  # a config.yaml without a checkpoint: interrupted before the first one, so start from step 0
+        summary = train(recipe, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress)
     marker = {"total_steps": None if summary["stopped"] else summary["total_steps"], "stopped": summary["stopped"]}
     atomic_write_json(marker_path, marker)
     if summary["stopped"] in ("SIGINT", "SIGTERM"):  # the user wants the whole ablation to stop, not this variant
@@ -164,7 +157,7 @@ def train_variant(recipe: dict[str, Any], run_dir: Path, *, progress: bool = Tru
 
 
 def evaluate_variant(
-    recipe: dict[str, Any],
+    recipe: Recipe,
     model_dir: Path,
     out_dir: Path,
     *,
@@ -180,13 +173,14 @@ def evaluate_variant(
     re-evaluating.
     """
     from clip2depth.data import build_dataset
-    from clip2depth.evaluation.protocol import EvalSettings, evaluate, write_outputs
+    from clip2depth.evaluation.protocol import evaluate, write_outputs
     from clip2depth.models.factory import create_model, resolve_device
     from clip2depth.models.profiling import count_parameters
+    from clip2depth.training.datasets import build_datasets
 
-    d, e = recipe["data"], recipe["eval"]
-    split = split or d.get("val_split", "test")
-    limit = limit if limit is not None else e.get("limit")
+    plain = recipe.to_dict()
+    d, e = plain["data"], plain["eval"]
+    limit = limit if limit is not None else recipe.eval.limit
     key = {"weights_sha256": read_model_dir(model_dir).get("weights_sha256"), "split": split, "limit": limit,
            "spatial": spatial, "temporal_frames": temporal_frames, "data": d, "eval": e}
     cached = out_dir / "metrics.json"
@@ -197,8 +191,11 @@ def evaluate_variant(
 
     model = create_model(model_dir, device=resolve_device("auto"))
     trainable, _ = count_parameters(model)
-    dataset = build_dataset(d["dataset"], split=split, root=d.get("root"), **(d.get("val_kwargs") or {}))
-    settings = EvalSettings.from_recipe(e)
+    if split is None:  # the run's own validation images (for folder data: its held-out part too)
+        dataset = build_datasets(recipe.data, seed=recipe.train.seed)[1]
+    else:
+        dataset = build_dataset(recipe.data.dataset, split=split, root=recipe.data.root, **recipe.data.val_kwargs)
+    settings = recipe.eval.settings()
     extra_metrics = None
     if spatial:
         from functools import partial
@@ -211,19 +208,20 @@ def evaluate_variant(
     if temporal_frames:
         from clip2depth.evaluation.temporal import analyse_sequence, synthetic_sequence
 
-        size = tuple((d.get("val_kwargs") or {}).get("size", (240, 320)))
-        frames, depths = synthetic_sequence(temporal_frames, size=size, seed=int(recipe["train"]["seed"]))
+        size = tuple(recipe.data.val_kwargs.get("size", (240, 320)))
+        frames, depths = synthetic_sequence(temporal_frames, size=size, seed=recipe.train.seed)
         truth = {name: depth for (name, _), depth in zip(frames, depths, strict=True)}
         summary = analyse_sequence(model, frames, truth.__getitem__, min_depth=settings.min_depth,
                                    max_depth=settings.max_depth)["summary"]
         temporal = {k: summary[k] for k in TEMPORAL_KEYS}
-    write_outputs(result, out_dir, extra={"model": str(model_dir), "split": split, "trainable_params": trainable,
+    write_outputs(result, out_dir, extra={"model": str(model_dir), "split": split or recipe.data.val_split,
+                                          "trainable_params": trainable,
                                           "temporal_metrics": temporal, "ablation_key": key})
     return json.loads(cached.read_text()), trainable
 
 
 def run_ablation(
-    recipe: dict[str, Any],
+    recipe: Recipe,
     out_dir: str | Path,
     variants: list[str] | None = None,
     *,
@@ -259,17 +257,17 @@ def run_ablation(
         planned.append((name, overrides, vrecipe, resolved_model_config(vrecipe)))
 
     results: list[VariantResult] = []
-    trained: dict[str, tuple[str, dict]] = {}  # identity of (model config, rest of recipe) → variant
+    trained: dict[str, tuple[str, Recipe]] = {}  # identity of (model config, rest of recipe) → variant
     for i, (name, overrides, vrecipe, config) in enumerate(planned, 1):
         rest = {k: v for k, v in _comparable(vrecipe).items() if k != "model_overrides"}
-        identity = json.dumps([config or vrecipe["model_overrides"], rest], sort_keys=True, default=str)
+        identity = json.dumps([config or vrecipe.model_overrides, rest], sort_keys=True, default=str)
         result = VariantResult(name=name, overrides=overrides, run_dir=str(out_dir / name))
         if identity in trained:
             twin, twin_recipe = trained[identity]
             logger.info("[%d/%d] %s: the same model as %s, not trained again", i, len(planned), name, twin)
             result.same_as, result.run_dir, vrecipe = twin, str(out_dir / twin), twin_recipe
         else:
-            logger.info("[%d/%d] %s: model_overrides %s", i, len(planned), name, vrecipe["model_overrides"])
+            logger.info("[%d/%d] %s: model_overrides %s", i, len(planned), name, vrecipe.model_overrides)
             trained[identity] = (name, vrecipe)
             train_variant(vrecipe, out_dir / name, progress=progress)
         run_dir = Path(result.run_dir)
@@ -303,7 +301,7 @@ def _fmt(value: float) -> str:
     return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
-def write_report(results: list[VariantResult], out_dir: str | Path, recipe: dict[str, Any]) -> None:
+def write_report(results: list[VariantResult], out_dir: str | Path, recipe: Recipe) -> None:
     """``ablation.csv`` (every number), ``ablation.md`` (the table, best value per column in bold) and
     ``ablation.png`` (AbsRel and δ1 per variant)."""
     out_dir = Path(out_dir)
@@ -326,12 +324,12 @@ def write_report(results: list[VariantResult], out_dir: str | Path, recipe: dict
         if values:
             higher = c in METRIC_KEYS and not lower_is_better(c)
             best[c] = max(values) if higher else min(values)
-    t = recipe["train"]
+    t = recipe.train
     lines = [
         "# Ablation",
         "",
-        f"Recipe: model `{recipe['model']}`, data `{recipe['data']['dataset']}`, seed {t['seed']}, "
-        f"{t.get('max_steps') or str(t['epochs']) + ' epochs'} steps, batch {t['batch_size']}; every variant "
+        f"Recipe: model `{recipe.model}`, data `{recipe.data.dataset}`, seed {t.seed}, "
+        f"{t.max_steps or str(t.epochs) + ' epochs'} steps, batch {t.batch_size}; every variant "
         "identical but for its model fields. Metrics on the evaluation split (BTS protocol); lower is better except "
         "δ1–δ3. Best value per column in bold.",
         "",

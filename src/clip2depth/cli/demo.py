@@ -3,43 +3,54 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
+
+from clip2depth.cli.train import add_pretrained_flag
 
 NAME = "demo"
 HELP = "train + evaluate the tiny model on built-in synthetic scenes (about 2.5 minutes on 2 CPU cores)"
 
 logger = logging.getLogger(__name__)
 
+DEMO_OUTPUTS = ("report.md", "curves.png", "samples.png", "summary.json")
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(NAME, help=HELP, description=HELP + ". Writes report.md, curves.png, samples.png "
                               "and summary.json (model vs the mean-training-depth baseline).")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    p.add_argument("--clip-pretrained", default=None, metavar="TAG_OR_PATH",
-                   help="real CLIP weights for the model's CLIP (default: random weights); pair it with "
-                        "--set model=clip2depth-vit-b-16 to use the paper's architecture")
+    add_pretrained_flag(p)
     p.add_argument("--test-scenes", type=int, default=48, help="held-out synthetic test scenes (default 48)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the synthetic recipe (repeatable), e.g. train.max_steps=100")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in --out")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from clip2depth.data import build_dataset
+    from clip2depth.errors import ConfigError
     from clip2depth.evaluation.protocol import evaluate, markdown_table
+    from clip2depth.io.atomic import atomic_write_json
+    from clip2depth.io.outputs import claim_output_dir
     from clip2depth.models.constant import ConstantDepth, mean_training_depth
     from clip2depth.models.factory import create_model
     from clip2depth.reporting.report import plot_curves, plot_samples, read_log, write_report
     from clip2depth.training.config import build_recipe
-    from clip2depth.training.trainer import Trainer
+    from clip2depth.training.trainer import RUN_OUTPUTS, Trainer
 
     start = time.perf_counter()
     out = Path(args.out)
-    recipe = build_recipe("synthetic", clip_pretrained=args.clip_pretrained, overrides=args.overrides)
+    recipe = build_recipe("synthetic", pretrained=args.pretrained, overrides=args.overrides)
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the demo in --out, --overwrite starts it again: pass one of them")
+    if args.test_scenes < 1:
+        raise ConfigError(f"--test-scenes {args.test_scenes}: needs at least 1 scene")
+    if not args.resume:
+        claim_output_dir(out, [*RUN_OUTPUTS, *DEMO_OUTPUTS], overwrite=args.overwrite, resumable=True)
     trainer = Trainer(recipe, out, resume=args.resume)
     summary = trainer.run()
     if summary["stopped"]:
@@ -47,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
               f"clip2depth demo --out {out} --resume")
         return 130
 
-    data = recipe["data"]
-    size = tuple(data["val_kwargs"].get("size", data["kwargs"].get("size", (240, 320))))
+    data = recipe.data
+    size = tuple(data.val_kwargs.get("size", data.kwargs.get("size", (240, 320))))
     test_set = build_dataset("synthetic", split="test", size=size, length=args.test_scenes)
     settings = trainer.eval_settings  # the recipe's protocol, as used for validation
-    model = create_model(str(out / "best"), pretrained=recipe.get("clip_pretrained"))
+    model = create_model(str(out / "best"), pretrained=recipe.pretrained)
     result = evaluate(model, test_set, settings, keep_predictions=4)
     baseline_depth = mean_training_depth(trainer.train_set.base)  # every training scene (cached)
     baseline = evaluate(ConstantDepth(baseline_depth), test_set, settings, progress=False)
@@ -66,12 +77,11 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['state']['step']} training steps, {result.count} held-out test scenes, "
         f"{seconds:.0f} s in total",
         f"AbsRel ratio model / baseline: {ratio:.3f}",
-        f"CLIP weights: {recipe.get('clip_pretrained') or 'random (no download needed)'}",
+        f"CLIP weights: {recipe.pretrained or 'random (no download needed)'}",
     ])
-    with open(out / "summary.json", "w") as f:
-        json.dump({"model": result.metrics, "baseline": baseline.metrics, "seconds": round(seconds, 1),
-                   "baseline_depth_m": baseline_depth, "steps": summary["state"]["step"],
-                   "test_scenes": result.count}, f, indent=2)
+    atomic_write_json(out / "summary.json", {
+        "model": result.metrics, "baseline": baseline.metrics, "seconds": round(seconds, 1),
+        "baseline_depth_m": baseline_depth, "steps": summary["state"]["step"], "test_scenes": result.count})
     print(markdown_table(results))
     print(f"\nAbsRel model/baseline = {ratio:.3f}; {seconds:.0f} s; report: {out / 'report.md'}")
     return 0

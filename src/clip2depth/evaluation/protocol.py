@@ -52,12 +52,6 @@ class EvalSettings:
     max_side: int | None = None  # inputs longer than this are predicted shrunk, depth resized back
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; see models.infer.precision_context)
 
-    @classmethod
-    def from_recipe(cls, section: dict[str, Any]) -> EvalSettings:
-        """Settings from a training recipe's ``eval`` section (``min_depth``, ``max_depth``, ``crop``, ``flip_tta``)."""
-        return cls(min_depth=float(section["min_depth"]), max_depth=float(section["max_depth"]),
-                   crop=section.get("crop"), flip_tta=bool(section.get("flip_tta", False)))
-
 
 @dataclass
 class EvalResult:

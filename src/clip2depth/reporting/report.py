@@ -1,9 +1,12 @@
-"""Run reports: ``curves.png`` (loss and AbsRel against step), ``samples.png`` and ``report.md``."""
+"""Run reports: ``curves.png`` (loss and AbsRel against step), ``samples.png`` and ``report.md``.
+
+Figures are drawn on their own :class:`~matplotlib.figure.Figure` with the Agg canvas, so a caller's
+matplotlib backend is never changed.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +16,38 @@ from clip2depth.evaluation.protocol import markdown_table
 from clip2depth.io.atomic import atomic_path
 from clip2depth.io.colour import colorize_depth
 
+DEPTH_CMAP = "turbo"
+"""The colour map of depth images (run backwards by :func:`colorize_depth`: near is red)."""
+
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``log.jsonl`` (empty if it does not exist)."""
     path = Path(path)
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _figure(**kwargs: Any) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
 def plot_curves(log: list[dict[str, Any]], path: str | Path) -> None:
     """Training loss and validation AbsRel against step, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     train = [r for r in log if "loss" in r]
     val = [r for r in log if "val_abs_rel" in r]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
+    fig = _figure(figsize=(9, 3.2), dpi=100)
+    axes = fig.subplots(1, 2)
     axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue")
     axes[0].set(xlabel="step", ylabel="SILog loss", title="training loss")
     axes[1].plot([r["step"] for r in val], [r["val_abs_rel"] for r in val], "o-", color="tab:red")
@@ -38,46 +55,40 @@ def plot_curves(log: list[dict[str, Any]], path: str | Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_samples(examples: list[tuple[dict[str, Any], np.ndarray]], path: str | Path, *,
                  max_depth: float) -> None:
-    """Rows of RGB | ground truth | prediction | |error| for a few validation images."""
-    import matplotlib
+    """Rows of RGB | ground truth | prediction | |error| for a few validation images.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Ground truth and prediction of a row share one depth scale (0 to the row's largest valid
+    ground-truth depth, else ``max_depth``), shown by a colour bar in metres; the error has its own.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     n = len(examples)
-    fig, axes = plt.subplots(n, 4, figsize=(12, 2.6 * n), dpi=90, squeeze=False)
+    fig = _figure(figsize=(13, 2.6 * max(n, 1)), dpi=90)
+    axes = fig.subplots(max(n, 1), 4, squeeze=False)
     for row, (sample, pred) in enumerate(examples):
         rgb = sample["image"].permute(1, 2, 0).numpy()
         gt = sample["depth"][0].numpy()
         valid = gt > 0
         error = np.where(valid, np.abs(pred - gt), 0.0)
         vmax = float(gt[valid].max()) if valid.any() else max_depth
-        panels = [
-            (rgb, "RGB"),
-            (colorize_depth(gt, vmin=0.0, vmax=vmax), "ground truth"),
-            (colorize_depth(pred, vmin=0.0, vmax=vmax), "prediction"),
-            (None, "|error| (m)"),
-        ]
-        for col, (img, title) in enumerate(panels):
-            ax = axes[row, col]
-            if img is None:
-                im = ax.imshow(error, cmap="magma", vmin=0.0, vmax=max(vmax / 4, 1e-3))
-                fig.colorbar(im, ax=ax, fraction=0.035)
-            else:
-                ax.imshow(img)
-            ax.set_title(title if row == 0 else "")
-            ax.axis("off")
+        depth_scale = ScalarMappable(norm=Normalize(0.0, vmax), cmap=f"{DEPTH_CMAP}_r")
+        axes[row, 0].imshow(rgb)
+        for col, depth in ((1, gt), (2, pred)):
+            axes[row, col].imshow(colorize_depth(depth, cmap=DEPTH_CMAP, vmin=0.0, vmax=vmax))
+            fig.colorbar(depth_scale, ax=axes[row, col], fraction=0.035, label="m" if col == 2 else None)
+        im = axes[row, 3].imshow(error, cmap="magma", vmin=0.0, vmax=max(vmax / 4, 1e-3))
+        fig.colorbar(im, ax=axes[row, 3], fraction=0.035, label="m")
+        for col, title in enumerate(("RGB", "ground truth (m)", "prediction (m)", "|error| (m)")):
+            axes[row, col].set_title(title if row == 0 else "")
+            axes[row, col].axis("off")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def write_report(run_dir: str | Path, *, title: str, results: dict[str, dict[str, float]],
@@ -93,14 +104,9 @@ def write_report(run_dir: str | Path, *, title: str, results: dict[str, dict[str
     if (run_dir / "curves.png").is_file():
         lines += ["## Training curves", "", "![curves](curves.png)", ""]
     if (run_dir / "samples.png").is_file():
-        lines += ["## Validation samples (RGB | ground truth | prediction | error)", "",
+        lines += ["## Test samples (RGB | ground truth | prediction | error; colour bars in metres)", "",
                   "![samples](samples.png)", ""]
     path = run_dir / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
     return path
-
-
-def best_of(log: list[dict[str, Any]]) -> float:
-    vals = [r["val_abs_rel"] for r in log if "val_abs_rel" in r and math.isfinite(r["val_abs_rel"])]
-    return min(vals) if vals else math.nan

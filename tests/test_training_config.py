@@ -1,0 +1,130 @@
+"""The typed training configuration: recipes load into checked dataclasses; ``--set`` converts by field type."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from clip2depth.errors import ConfigError
+from clip2depth.training import config as config_module
+from clip2depth.training.config import (
+    SECTIONS,
+    Recipe,
+    apply_overrides,
+    build_recipe,
+    list_recipes,
+    load_recipe,
+    read_recipe_file,
+)
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_builtin_recipe_loads_and_round_trips_through_config_yaml(name, tmp_path):
+    recipe = load_recipe(name)
+    path = tmp_path / "config.yaml"
+    path.write_text(__import__("yaml").safe_dump(recipe.to_dict(), sort_keys=False))
+    assert read_recipe_file(path) == recipe
+
+
+def test_builtin_recipes_are_what_their_names_say():
+    assert set(list_recipes()) >= {"nyu", "kitti", "folder", "synthetic"}
+    nyu, kitti, folder = load_recipe("nyu"), load_recipe("kitti"), load_recipe("folder")
+    assert (nyu.data.dataset, nyu.eval.crop, nyu.eval.max_depth) == ("nyu", "nyu_eigen", 10.0)
+    assert (kitti.data.dataset, kitti.eval.crop, kitti.eval.max_depth) == ("kitti", "kitti_garg", 80.0)
+    assert (folder.data.dataset, folder.data.val_fraction, folder.pretrained) == ("folder", 0.1, "openai")
+
+
+def test_every_field_has_a_default_and_a_docstring():
+    for cls in [Recipe, *SECTIONS.values()]:
+        tree = ast.parse(inspect.getsource(cls))
+        body = tree.body[0].body
+        documented = {
+            node.target.id for node, after in zip(body, body[1:], strict=False)
+            if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)
+        }
+        for f in dataclasses.fields(cls):
+            assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, f.name
+            if cls is not Recipe or f.name not in SECTIONS:  # a section is documented by its class
+                assert f.name in documented, f"{cls.__name__}.{f.name} has no docstring"
+
+
+def test_set_values_are_converted_to_the_field_type():
+    r = build_recipe("synthetic", overrides=[
+        "train.lr=1e-4", "train.batch_size=16", "train.tensorboard=yes", "train.max_steps=null",
+        "train.time_limit_s=3600", "augment.crop_size=[96, 128]", "augment.gamma=[0.8, 1.2]", "eval.crop=none",
+        "train.amp=bf16", "model_overrides.max_depth=20", "data.kwargs.size=[32, 48]",
+    ])
+    assert r.train.lr == 1e-4 and isinstance(r.train.lr, float)
+    assert r.train.batch_size == 16 and isinstance(r.train.batch_size, int)
+    assert r.train.tensorboard is True and r.train.max_steps is None and r.train.time_limit_s == 3600.0
+    assert r.augment.crop_size == (96, 128) and r.augment.gamma == (0.8, 1.2)
+    assert r.eval.crop is None and r.train.amp == "bf16"
+    assert r.model_overrides == {"max_depth": 20.0} and isinstance(r.model_overrides["max_depth"], float)
+    assert r.data.kwargs["size"] == [32, 48]
+
+
+def test_shortcut_flags_go_through_the_same_checks():
+    r = build_recipe("nyu", data_root="/data/nyu", model="tiny", pretrained="none")
+    assert (r.data.root, r.model, r.pretrained) == ("/data/nyu", "tiny", None)
+    with pytest.raises(ConfigError, match="model='no-such-preset'"):
+        build_recipe("synthetic", model="no-such-preset")
+
+
+def test_legacy_clip_pretrained_key_of_older_run_folders(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model: tiny\nclip_pretrained: null\ntrain: {max_steps: 3}\n")
+    assert read_recipe_file(path).pretrained is None
+
+
+def test_integral_float_for_an_int_field_and_non_finite_numbers():
+    assert apply_overrides(Recipe(), ["train.batch_size=8.0"]).train.batch_size == 8
+    for bad in ("train.batch_size=8.5", "train.lr=nan", "train.lr=inf", "train.seed=true"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            apply_overrides(Recipe(), [bad])
+
+
+def test_folder_only_fields_are_refused_for_other_datasets():
+    with pytest.raises(ConfigError, match="data.train_list applies to data.dataset=folder only"):
+        build_recipe("nyu", overrides=["data.train_list=x.txt"])
+
+
+def test_batch_must_split_into_accumulation_steps():
+    with pytest.raises(ConfigError, match="divisible by train.accumulation"):
+        build_recipe("synthetic", overrides=["train.batch_size=6", "train.accumulation=4"])
+
+
+def test_eval_section_gives_the_evaluation_settings():
+    s = build_recipe("kitti").eval.settings()
+    assert (s.crop, s.min_depth, s.max_depth, s.flip_tta) == ("kitti_garg", 1e-3, 80.0, False)
+
+
+def test_reports_leave_the_matplotlib_backend_alone(tmp_path, monkeypatch):
+    from clip2depth.reporting.report import plot_curves, plot_samples
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("matplotlib.use() called by a library function")
+
+    monkeypatch.setattr(matplotlib, "use", forbidden)
+    before = matplotlib.get_backend()
+    plot_curves([{"step": 1, "loss": 1.0}, {"step": 1, "val_abs_rel": 0.5}], tmp_path / "curves.png")
+    gt = torch.full((1, 8, 10), 2.0)
+    sample = {"image": torch.rand(3, 8, 10), "depth": gt}
+    plot_samples([(sample, np.full((8, 10), 2.5, dtype=np.float32))], tmp_path / "samples.png", max_depth=10.0)
+    assert matplotlib.get_backend() == before
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "samples.png").stat().st_size > 0
+
+
+def test_no_dead_re_exports():
+    import clip2depth.reporting.report as report
+    import clip2depth.training.trainer as trainer
+
+    assert not hasattr(report, "best_of")
+    assert "load_trained_state" not in trainer.__all__ and not hasattr(trainer, "load_trained_state")
+    assert config_module.__doc__
