@@ -12,7 +12,7 @@ from fakedata import nyu_labeled_mat, nyu_sync_zip
 from httpserver import FileServer
 
 TINY = ["--model", "tiny", "--depthclip", "none",
-        "--set", "clip_pretrained=null", "--set", "augment.crop_size=[64, 96]", "--set", "train.batch_size=4",
+        "--set", "pretrained=null", "--set", "augment.crop_size=[64, 96]", "--set", "train.batch_size=4",
         "--set", "train.max_steps=2", "--set", "train.val_every=2", "--set", "train.num_workers=0",
         "--set", "train.log_every=1", "--set", "eval.limit=1"]
 
@@ -96,7 +96,7 @@ def test_kitti_recipe_points_at_the_unpacked_annotations(tmp_path):
                                              test_list="my_test.txt", overrides=["train.max_steps=5"])
     recipe = reproduce_module.recipe_for(opts)
     gt = str(tmp_path / "k" / "data_depth_annotated")
-    assert recipe["data"]["root"] == str(tmp_path / "k") and recipe["train"]["max_steps"] == 5
-    assert recipe["data"]["kwargs"]["gt_root"] == gt and recipe["data"]["val_kwargs"]["gt_root"] == gt
-    assert recipe["data"]["val_kwargs"]["list_file"].endswith("my_test.txt")
-    assert "list_file" not in recipe["data"]["kwargs"] and recipe["data"]["kwargs"]["kb_crop"] is True
+    assert recipe.data.root == str(tmp_path / "k") and recipe.train.max_steps == 5
+    assert recipe.data.kwargs["gt_root"] == gt and recipe.data.val_kwargs["gt_root"] == gt
+    assert recipe.data.val_kwargs["list_file"].endswith("my_test.txt")
+    assert "list_file" not in recipe.data.kwargs and recipe.data.kwargs["kb_crop"] is True

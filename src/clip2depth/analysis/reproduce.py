@@ -28,12 +28,13 @@ from clip2depth.data.check import LIST_FILES, check_part
 from clip2depth.data.prepare import KITTI_GT_DIR, disk_needed, download_plan, get_dataset
 from clip2depth.errors import Clip2DepthError, DataError
 from clip2depth.evaluation.metrics import METRIC_KEYS
-from clip2depth.evaluation.protocol import EvalSettings, evaluate, write_outputs
+from clip2depth.evaluation.protocol import evaluate, write_outputs
 from clip2depth.io.atomic import atomic_write_bytes, atomic_write_json
 from clip2depth.models.factory import create_model, resolve_device
 from clip2depth.models.profiling import count_flops, count_parameters
-from clip2depth.training.config import build_recipe
-from clip2depth.training.trainer import RESUME_JSON, train
+from clip2depth.training.config import Recipe, build_recipe
+from clip2depth.training.resume import find_last
+from clip2depth.training.trainer import train
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class ReproduceOptions:
     show_progress: bool = True
 
 
-def recipe_for(opts: ReproduceOptions) -> dict[str, Any]:
+def recipe_for(opts: ReproduceOptions) -> Recipe:
     """The paper recipe for the dataset with the data root, split lists and user overrides applied."""
     extra: list[str] = []
     for key in ("kwargs", "val_kwargs"):
@@ -139,14 +140,14 @@ def stage_data(opts: ReproduceOptions) -> str:
     return f"data: fetched {len(result.done)} files into {opts.data_root}"
 
 
-def stage_train(opts: ReproduceOptions, recipe: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+def stage_train(opts: ReproduceOptions, recipe: Recipe) -> tuple[dict[str, Any] | None, str | None]:
     """Train (or resume, or skip when finished); returns (summary of the finished run, None) or
     (None, why it stopped early)."""
     run_dir = opts.out / "train"
     finished = run_dir / "finished.json"
     if finished.is_file():
         return json.loads(finished.read_text()), None
-    resume = (run_dir / "last" / RESUME_JSON).is_file() or (run_dir / "last.old" / RESUME_JSON).is_file()
+    resume = find_last(run_dir) is not None
     summary = train(recipe, run_dir, resume=resume, progress=opts.show_progress)
     if summary["stopped"]:
         return None, summary["stopped"]
@@ -170,12 +171,12 @@ def _metrics_complete(out_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def _evaluate_into(model: torch.nn.Module, opts: ReproduceOptions, recipe: dict[str, Any], out_dir: Path,
+def _evaluate_into(model: torch.nn.Module, opts: ReproduceOptions, recipe: Recipe, out_dir: Path,
                    label: str) -> dict[str, Any]:
-    d = recipe["data"]
-    dataset = build_dataset(d["dataset"], split="test", root=d.get("root"), **(d.get("val_kwargs") or {}))
-    settings = EvalSettings.from_recipe(recipe["eval"])
-    settings.png_scale = 256.0 if opts.dataset == "kitti" else 1000.0
+    d = recipe.data
+    dataset = build_dataset(d.dataset, split="test", root=d.root, **d.val_kwargs)
+    settings = recipe.eval.settings()
+    settings.png_scale = dataset.png_scale
     result = evaluate(model, dataset, settings, progress=opts.show_progress)
     if result.count == 0:
         raise DataError(f"{label}: no test image could be evaluated ({len(result.failed)} failed); run "
@@ -184,7 +185,7 @@ def _evaluate_into(model: torch.nn.Module, opts: ReproduceOptions, recipe: dict[
     return _metrics_complete(out_dir) or {}
 
 
-def stage_eval(opts: ReproduceOptions, recipe: dict[str, Any]) -> dict[str, Any]:
+def stage_eval(opts: ReproduceOptions, recipe: Recipe) -> dict[str, Any]:
     """Evaluate ``train/best`` with the standard protocol (skipped when done); returns metrics.json."""
     out_dir = opts.out / "eval"
     done = _metrics_complete(out_dir)
@@ -194,7 +195,7 @@ def stage_eval(opts: ReproduceOptions, recipe: dict[str, Any]) -> dict[str, Any]
     return _evaluate_into(model, opts, recipe, out_dir, "CLIP2Depth (this run)")
 
 
-def stage_depthclip(opts: ReproduceOptions, recipe: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+def stage_depthclip(opts: ReproduceOptions, recipe: Recipe) -> tuple[dict[str, Any] | None, str]:
     """The DepthCLIP baseline under the same protocol, when its CLIP weights load; (metrics or None, note)."""
     out_dir = opts.out / "eval-depthclip"
     done = _metrics_complete(out_dir)
@@ -215,7 +216,7 @@ def stage_depthclip(opts: ReproduceOptions, recipe: dict[str, Any]) -> tuple[dic
 # Cost and the results table.
 
 
-def cost(recipe: dict[str, Any], *, train_items: int, test_items: int) -> dict[str, float]:
+def cost(recipe: Recipe, *, train_items: int, test_items: int) -> dict[str, float]:
     """Trainable parameters, GFLOPs per image at the training crop, and the GPU-hour estimate.
 
     Estimate: ``steps × batch × GFLOPs × TRAIN_FLOPS_FACTOR`` for training plus one forward per test
@@ -224,15 +225,15 @@ def cost(recipe: dict[str, Any], *, train_items: int, test_items: int) -> dict[s
     # Random CLIP weights count the same FLOPs; their "random weights" warnings would only mislead here.
     logging.disable(logging.WARNING)
     try:
-        model = create_model(recipe["model"], pretrained=None, **(recipe.get("model_overrides") or {}))
+        model = create_model(recipe.model, pretrained=None, **recipe.model_overrides)
     finally:
         logging.disable(logging.NOTSET)
     trainable, _ = count_parameters(model)
-    h, w = (int(v) for v in recipe["augment"]["crop_size"])
+    h, w = (int(v) for v in recipe.augment.crop_size)
     gflops = count_flops(model, h, w)["per_image"]
-    t = recipe["train"]
-    batch = int(t["batch_size"])
-    steps = int(t["max_steps"]) if t.get("max_steps") else int(t["epochs"]) * max(train_items // batch, 1)
+    t = recipe.train
+    batch = t.batch_size
+    steps = t.max_steps if t.max_steps else t.epochs * max(train_items // batch, 1)
     total = steps * batch * gflops * TRAIN_FLOPS_FACTOR + test_items * gflops
     return {"trainable_params": float(trainable), "gflops": gflops, "steps": float(steps),
             "gpu_hours": total * 1e9 / (ASSUMED_TFLOPS * 1e12) / 3600}
@@ -247,18 +248,18 @@ def _ours(metrics: dict[str, Any]) -> tuple[float, float, float]:
     return (m["abs_rel"], m["rmse"], m["d1"])
 
 
-def results_markdown(opts: ReproduceOptions, recipe: dict[str, Any], *, ours: dict[str, Any],
+def results_markdown(opts: ReproduceOptions, recipe: Recipe, *, ours: dict[str, Any],
                      depthclip: dict[str, Any] | None, depthclip_note: str, train_info: dict[str, Any],
                      cost_info: dict[str, float]) -> str:
     """``results.md``: our measured row, the DepthCLIP baseline in our harness, and the reported rows."""
     state = train_info["state"]
     gpu_hours = state["elapsed_s"] / 3600 * train_info.get("gpus", 1)
-    crop = recipe["eval"]["crop"]
+    crop = recipe.eval.crop
     lines = [
         f"# Reproduction on {'NYU Depth v2' if opts.dataset == 'nyu' else 'KITTI (Eigen split)'}",
         "",
         f"Protocol: test split ({ours['count']} images evaluated, {ours.get('skipped_count', 0)} without valid "
-        f"ground truth), crop `{crop}`, depth range ({recipe['eval']['min_depth']}, {recipe['eval']['max_depth']}) m "
+        f"ground truth), crop `{crop}`, depth range ({recipe.eval.min_depth}, {recipe.eval.max_depth}) m "
         "(docs/method.md#evaluation-protocol). Rows marked *reported* are the numbers each paper gives for "
         "itself, not measured here.",
         "",
@@ -280,8 +281,8 @@ def results_markdown(opts: ReproduceOptions, recipe: dict[str, Any], *, ours: di
     lines += [
         "",
         f"Training: {state['step']} steps ({train_info['total_steps']} planned), best validation AbsRel "
-        f"{state['best_abs_rel']:.4f} at step {state['best_step']}; model `{recipe['model']}`. GFLOPs are one "
-        f"forward pass at the {'×'.join(str(v) for v in recipe['augment']['crop_size'])} training crop.",
+        f"{state['best_abs_rel']:.4f} at step {state['best_step']}; model `{recipe.model}`. GFLOPs are one "
+        f"forward pass at the {'×'.join(str(v) for v in recipe.augment.crop_size)} training crop.",
     ]
     if depthclip_note:
         lines += ["", depthclip_note + "."]
@@ -301,16 +302,16 @@ def dry_run_plan(opts: ReproduceOptions) -> str:
     to_fetch = sum(size for _, size, _ in plan)
     c = cost(recipe, train_items=_count_list(opts.dataset, "train", opts.train_list),
              test_items=_count_list(opts.dataset, "test", opts.test_list))
-    t = recipe["train"]
+    t = recipe.train
     fetch_line = (f"download {len(plan)} files, about {to_fetch / 1e9:.1f} GB, "
                   f"{disk_needed(plan) / 1e9:.1f} GB free disk needed" if opts.download and plan else
                   "check the data (pass --download to fetch what is missing)" if plan else "data already unpacked")
     return "\n".join([
         f"reproduce {opts.dataset} into {opts.out} (data root {opts.data_root}):",
         f"  1. data: {fetch_line}",
-        f"  2. train: recipe {opts.dataset}, model {recipe['model']}, {int(c['steps'])} steps of batch "
-        f"{t['batch_size']} at {'×'.join(str(v) for v in recipe['augment']['crop_size'])} → {opts.out}/train",
-        f"  3. evaluate {opts.out}/train/best on the test split (crop {recipe['eval']['crop']}) → {opts.out}/eval"
+        f"  2. train: recipe {opts.dataset}, model {recipe.model}, {int(c['steps'])} steps of batch "
+        f"{t.batch_size} at {'×'.join(str(v) for v in recipe.augment.crop_size)} → {opts.out}/train",
+        f"  3. evaluate {opts.out}/train/best on the test split (crop {recipe.eval.crop}) → {opts.out}/eval"
         + ("" if opts.depthclip is None or opts.dataset != "nyu"
            else f"; DepthCLIP ({opts.depthclip} weights) → {opts.out}/eval-depthclip"),
         f"  4. write {opts.out}/results.md",
