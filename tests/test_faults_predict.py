@@ -6,18 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-import clip2depth
 from clirun import assert_user_error, run_cli
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
+def model_dir(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny model, saved as a model directory for ``--model``."""
     directory = tmp_path_factory.mktemp("model")
-    clip2depth.create_model("tiny").save_pretrained(str(directory))
+    tiny_model.save_pretrained(str(directory))
     return directory
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +15,9 @@ from clip2depth.io.colour import colorize_depth
 from clip2depth.io.depth import SCALE_KEY, load_depth_png16, read_depth_file, save_depth_npy, save_depth_png16
 from clip2depth.io.images import load_image, to_rgb_uint8
 from clip2depth.io.inputs import expand_inputs, find_files, output_stem
+from imagefiles import png16_rgb
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
-
-
-def _png16_rgb(array: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG written by hand (PIL cannot write one)."""
-    height, width, _ = array.shape
-    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -78,7 +65,7 @@ def test_16bit_pngs_are_scaled_not_clipped(tmp_path: Path) -> None:
     np.testing.assert_array_equal(load_image(tmp_path / "gray16.png")[..., 0], [[0, 100], [255, 1]])
 
     rgb16 = np.array([[[65535, 257 * 128, 0]]], np.uint16)
-    (tmp_path / "rgb16.png").write_bytes(_png16_rgb(rgb16))
+    (tmp_path / "rgb16.png").write_bytes(png16_rgb(rgb16))
     assert np.abs(load_image(tmp_path / "rgb16.png")[0, 0].astype(int) - [255, 128, 0]).max() <= 1
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +12,7 @@ from PIL import Image
 from clip2depth.data.base import read_rgb
 from clip2depth.inference.predict import PredictOptions, predict_paths
 from clip2depth.io.images import load_image
-
-
-def _png16_rgb(array: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG written by hand (PIL cannot write one)."""
-    height, width, _ = array.shape
-    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+from imagefiles import png16_rgb
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -33,7 +20,7 @@ def _files(root: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     files = {name: root / name for name in ("gray16.png", "rgb16.png", "rgba.png", "palette.png", "rotated.jpg")}
     Image.fromarray(rng.integers(0, 65536, (32, 48), dtype=np.uint16)).save(files["gray16.png"])
-    files["rgb16.png"].write_bytes(_png16_rgb(rng.integers(0, 65536, (32, 48, 3), dtype=np.uint16)))
+    files["rgb16.png"].write_bytes(png16_rgb(rng.integers(0, 65536, (32, 48, 3), dtype=np.uint16)))
     rgba = rng.integers(0, 256, (32, 48, 4), dtype=np.uint8)
     rgba[:, :, 3] = rng.integers(0, 256, (32, 48))  # alpha varies: compositing would change colours
     Image.fromarray(rgba, mode="RGBA").save(files["rgba.png"])
