@@ -204,6 +204,9 @@ def test_camera_spec_rules() -> None:
     assert CameraSpec(fx=50).intrinsics(64, 48) == Intrinsics(50, 50, 31.5, 23.5)
     assert CameraSpec(fy=40, cx=10).intrinsics(64, 48) == Intrinsics(40, 40, 10, 23.5)
     assert CameraSpec(fov_deg=90).intrinsics(64, 48).fx == pytest.approx(32.0)
+    exif, source = CameraSpec(cx=10).resolve(48, 32, focal_35mm=26.0)  # no focal length given: EXIF's applies
+    assert (exif.fx, exif.cx, exif.cy) == (pytest.approx(26 * 48 / 36), 10, 15.5) and "EXIF" in source
+    assert CameraSpec(fov_deg=90).intrinsics(64, 48, focal_35mm=26.0).fx == pytest.approx(32.0)
     with pytest.raises(ConfigError, match="not both"):
         CameraSpec(fx=50, fov_deg=60)
     with pytest.raises(ConfigError, match="positive"):

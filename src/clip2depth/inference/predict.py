@@ -99,10 +99,9 @@ class CameraSpec:
 
     Resolved for each image size by :meth:`intrinsics`:
 
-    - nothing given: the image's EXIF 35 mm equivalent focal length when it has one
+    - no focal length given: the image's EXIF 35 mm equivalent focal length when it has one
       (:func:`~clip2depth.io.images.focal_pixels_from_35mm`), else
-      :data:`~clip2depth.inference.pointcloud.DEFAULT_FOV_DEG` (60°) horizontal field of view; principal
-      point at the image centre;
+      :data:`~clip2depth.inference.pointcloud.DEFAULT_FOV_DEG` (60°) horizontal field of view, square pixels;
     - ``fov_deg``: that horizontal field of view, square pixels;
     - ``fx`` and/or ``fy``: a missing one equals the other (square pixels);
     - ``cx``, ``cy``: default to the image centre ``((W - 1) / 2, (H - 1) / 2)`` in every case.
@@ -132,37 +131,33 @@ class CameraSpec:
                 raise ConfigError(f"--{name} must be a finite pixel coordinate, got {value}")
 
     @property
-    def is_default(self) -> bool:
-        """Whether nothing was given, so the 60° default applies."""
-        return all(v is None for v in (self.fx, self.fy, self.cx, self.cy, self.fov_deg))
+    def focal_unknown(self) -> bool:
+        """Whether no focal length was given (neither ``fx``/``fy`` nor ``fov_deg``): EXIF or 60° applies."""
+        return self.fx is None and self.fy is None and self.fov_deg is None
 
     def intrinsics(self, width: int, height: int, focal_35mm: float | None = None) -> Intrinsics:
         """Pinhole intrinsics for a ``width``×``height`` image (see the class docstring for the rules)."""
         return self.resolve(width, height, focal_35mm)[0]
 
     def resolve(self, width: int, height: int, focal_35mm: float | None = None) -> tuple[Intrinsics, str]:
-        """:meth:`intrinsics` and a phrase saying where they came from (for logs and ``_camera.json``).
+        """:meth:`intrinsics` and a phrase saying where the focal length came from (logs, ``_camera.json``).
 
-        ``focal_35mm`` (the image's EXIF 35 mm equivalent focal length, mm) applies only when nothing
-        was given.
+        ``focal_35mm`` (the image's EXIF 35 mm equivalent focal length, mm) applies only when no focal
+        length was given.
         """
-        if self.is_default:
-            if focal_35mm is None:
-                source = f"default {DEFAULT_FOV_DEG:g} degree horizontal field of view (camera unknown)"
-                return Intrinsics.default_for(width, height), source
-            focal = focal_pixels_from_35mm(focal_35mm, width, height)
-            source = f"EXIF 35 mm equivalent focal length {focal_35mm:g} mm"
-            return Intrinsics(fx=focal, fy=focal, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0), source
-        if self.fx is None and self.fy is None:
-            fov = self.fov_deg if self.fov_deg is not None else DEFAULT_FOV_DEG
-            fx = fy = Intrinsics.from_fov(fov, width, height).fx
-            source = f"--fov {fov:g}" if self.fov_deg is not None else f"default {fov:g} degree field of view"
-        else:  # square pixels: a missing focal length equals the given one
+        if self.fx is not None or self.fy is not None:  # square pixels: a missing one equals the given one
             fx = self.fx if self.fx is not None else self.fy
             fy = self.fy if self.fy is not None else self.fx
             source = "--fx/--fy"
-        if self.cx is not None or self.cy is not None:
-            source += ", --cx/--cy"
+        elif self.fov_deg is not None:
+            fx = fy = Intrinsics.from_fov(self.fov_deg, width, height).fx
+            source = f"--fov {self.fov_deg:g}"
+        elif focal_35mm is not None:
+            fx = fy = focal_pixels_from_35mm(focal_35mm, width, height)
+            source = f"EXIF 35 mm equivalent focal length {focal_35mm:g} mm"
+        else:
+            fx = fy = Intrinsics.default_for(width, height).fx
+            source = f"default {DEFAULT_FOV_DEG:g} degree horizontal field of view (camera unknown)"
         return Intrinsics(
             fx=fx,
             fy=fy,
@@ -391,7 +386,7 @@ def predict_paths(
     for raw, reason in problems:
         run.failed.append((-1, raw, reason))
     jobs = run.plan(files)
-    if "ply" in options.formats and options.camera.is_default:
+    if "ply" in options.formats and options.camera.focal_unknown:
         logger.info(
             "point clouds use each photo's EXIF 35 mm equivalent focal length, or else a %.0f° horizontal field of "
             "view; give the camera's (--fov or --fx/--fy/--cx/--cy) for true geometry",
@@ -529,7 +524,7 @@ class _Run:
             self._predict_batch(batch)
 
     def _load(self, jobs: list[_Job]) -> Iterator[_Loaded]:
-        wants_exif = "ply" in self.options.formats and self.options.camera.is_default
+        wants_exif = "ply" in self.options.formats and self.options.camera.focal_unknown
         for job in jobs:
             try:
                 rgb = load_image(job.path)
