@@ -11,7 +11,7 @@ import pytest
 from clip2depth.errors import ConfigError
 from clip2depth.inference.pointcloud import Intrinsics, backproject, valid_mask
 from clip2depth.io.ply import save_ply
-from plyfile import load_ply
+from plyread import load_ply
 
 
 def test_intrinsics_from_fov() -> None:

@@ -19,7 +19,7 @@ from clip2depth.io.depth import load_depth_png16
 from clip2depth.io.images import load_image
 from clirun import CliResult, assert_user_error
 from clirun import run_cli as run_command
-from plyfile import load_ply
+from plyread import load_ply
 
 
 def run_cli(*argv: object) -> CliResult:
@@ -293,5 +293,5 @@ def test_reduced_precision_stays_close_to_fp32(model: clip2depth.Clip2Depth, pho
     bf16 = np.load(tmp_path / "alpha.npy")
     assert report.exit_code == 0 and bf16.dtype == np.float32
     assert not np.array_equal(bf16, fp32)  # autocast really ran
-    assert np.mean(np.abs(bf16 - fp32) / fp32) < 0.02
+    assert np.mean(np.abs(bf16 - fp32) / fp32) < 0.005  # measured ~2e-4 on random weights
     np.testing.assert_array_equal(model.infer(photos / "alpha.png", precision="bf16"), bf16)
