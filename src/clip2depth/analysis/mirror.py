@@ -126,7 +126,6 @@ def reference_query(model: Clip2Depth, reference: str) -> torch.Tensor:
     return text_features(model, [prompt])
 
 
-@torch.no_grad()
 class _QueryStack(torch.nn.Module):
     """A model whose channels are the depth under each query, sharing one image-encoder pass (B×Q×H×W)."""
 
@@ -141,6 +140,7 @@ class _QueryStack(torch.nn.Module):
         return torch.cat([self.model.decoder(features, q) for q in self.queries], dim=1)
 
 
+@torch.no_grad()
 def _depth_with_query(model: Clip2Depth, image: torch.Tensor, queries: list[torch.Tensor]) -> list[np.ndarray]:
     """Depth (H×W metres at the image's size) of one 3×H×W image under each query, sharing the encoder pass."""
     depth = predict_depth(_QueryStack(model, queries), image[None].to(model.device))
