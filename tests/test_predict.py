@@ -127,7 +127,7 @@ def test_all_bad_inputs_exit_non_zero(model_dir: Path, photos: Path, tmp_path: P
     result = run_cli(str(photos / "broken.jpg"), str(photos / "notes.txt"), "--model", str(model_dir),
                      "--out", str(tmp_path), "--device", "cpu")  # fmt: skip
 
-    assert result.code == 1
+    assert_user_error(result, "none of the 2 inputs could be predicted")
     assert "0 of 2 inputs done, 2 failed" in result.out
     assert "broken.jpg: cannot read" in result.err and "notes.txt: cannot read" in result.err
     assert list(tmp_path.iterdir()) == []

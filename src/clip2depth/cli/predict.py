@@ -111,4 +111,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(report.failed)} failed:", file=sys.stderr)
     for path, reason in report.failed:
         print(f"  {path}: {reason}", file=sys.stderr)
-    return report.exit_code
+    if report.exit_code:
+        raise DataError(f"none of the {report.matched} inputs could be predicted; the reasons are listed above")
+    return 0
