@@ -65,15 +65,6 @@ def save_depth_png16(depth_m: np.ndarray, path: str | os.PathLike[str], scale: f
         Image.fromarray(png).save(tmp, format="PNG", pnginfo=info)
 
 
-def png_depth_scale(path: str | os.PathLike[str]) -> float | None:
-    """The :data:`SCALE_KEY` text chunk of a depth PNG (units per metre), or None when it has none."""
-    try:
-        with Image.open(path) as img:
-            return _stored_scale(img, Path(path))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read as a depth image ({type(exc).__name__}: {exc})") from exc
-
-
 def _stored_scale(img: Image.Image, path: Path) -> float | None:
     text = getattr(img, "text", {}).get(SCALE_KEY)
     if text is None:
