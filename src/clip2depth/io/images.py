@@ -37,7 +37,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file. Check the path.")
+        raise DataError(f"{path}: no such file. Check the path (for a dataset: the data root and the list file).")
     if path.is_dir():
         raise DataError(f"{path} is a folder, not an image. Pass image files, or the folder to `predict`.")
     try:
