@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +12,12 @@ from PIL import Image
 from clip2depth.errors import DataError
 from clip2depth.io.atomic import atomic_path
 from clip2depth.io.colour import colorize_depth
-from clip2depth.io.depth import load_depth_png16, save_depth_npy, save_depth_png16
+from clip2depth.io.depth import SCALE_KEY, load_depth_png16, read_depth_file, save_depth_npy, save_depth_png16
 from clip2depth.io.images import load_image, to_rgb_uint8
-from clip2depth.io.inputs import expand_inputs, output_stem, output_stems
+from clip2depth.io.inputs import expand_inputs, find_files, output_stem
+from imagefiles import png16_rgb
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
-
-
-def _png16_rgb(array: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG written by hand (PIL cannot write one)."""
-    height, width, _ = array.shape
-    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -78,7 +65,7 @@ def test_16bit_pngs_are_scaled_not_clipped(tmp_path: Path) -> None:
     np.testing.assert_array_equal(load_image(tmp_path / "gray16.png")[..., 0], [[0, 100], [255, 1]])
 
     rgb16 = np.array([[[65535, 257 * 128, 0]]], np.uint16)
-    (tmp_path / "rgb16.png").write_bytes(_png16_rgb(rgb16))
+    (tmp_path / "rgb16.png").write_bytes(png16_rgb(rgb16))
     assert np.abs(load_image(tmp_path / "rgb16.png")[0, 0].astype(int) - [255, 128, 0]).max() <= 1
 
 
@@ -122,11 +109,38 @@ def test_expand_inputs_folders_globs_and_problems(tmp_path: Path) -> None:
     assert [reason for _, reason in problems] == ["no such file or folder", "pattern matches no image or video files"]
 
 
-def test_output_stems_do_not_collide(tmp_path: Path) -> None:
-    assert output_stem(tmp_path / "a" / "b" / "img.jpg", tmp_path) == "a__b__img"
+def test_output_names_depend_only_on_the_input_they_were_found_through(tmp_path: Path) -> None:
+    for rel in ("shots/a/img.jpg", "shots/b/img.jpg", "shots/b/x.png", "other/y.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"whatever")
+    shots, pattern = str(tmp_path / "shots"), str(tmp_path / "shots" / "**" / "*.jpg")
+
+    def names(*inputs: str) -> dict[str, str]:
+        files, _ = find_files(inputs)
+        return {f.path.relative_to(tmp_path).as_posix(): f.name for f in files}
+
+    alone = names(shots)
+    assert alone == {"shots/a/img.jpg": "a__img", "shots/b/img.jpg": "b__img", "shots/b/x.png": "b__x"}
+    assert names(shots, str(tmp_path / "other")) == {**alone, "other/y.png": "y"}
+    assert names(pattern) == {"shots/a/img.jpg": "a__img", "shots/b/img.jpg": "b__img"}
+    assert names(str(tmp_path / "shots/b/img.jpg")) == {"shots/b/img.jpg": "img"}
     assert output_stem(tmp_path / "img.v2.jpg") == "img.v2"
-    inputs = [tmp_path / "a/img.jpg", tmp_path / "b/img.jpg", tmp_path / "b/img.png", tmp_path / "b/x.jpg"]
-    assert output_stems(inputs) == ["a__img", "b__img_jpg", "b__img_png", "b__x"]
+
+
+def test_symlink_loops_visit_each_real_file_once(tmp_path: Path) -> None:
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "a.png").write_bytes(b"x")
+    (tmp_path / "d" / "sub" / "b.png").write_bytes(b"x")
+    (tmp_path / "d" / "sub" / "up").symlink_to(tmp_path / "d")  # a loop: d/sub/up/sub/up/...
+    (tmp_path / "d" / "self").symlink_to(".")
+    (tmp_path / "d" / "again.png").symlink_to(tmp_path / "d" / "a.png")
+
+    by_folder, problems = expand_inputs([str(tmp_path / "d")])
+    by_glob, _ = expand_inputs([str(tmp_path / "d" / "**" / "*.png")])
+
+    assert problems == []
+    assert [p.relative_to(tmp_path).as_posix() for p in by_folder] == ["d/a.png", "d/sub/b.png"]
+    assert [p.relative_to(tmp_path).as_posix() for p in by_glob] == ["d/a.png", "d/sub/b.png"]
 
 
 # --------------------------------------------------------------------------------------------- writes
@@ -152,6 +166,21 @@ def test_depth_png16_round_trip_and_invalid(tmp_path: Path) -> None:
     assert back.dtype == np.float32 and back.shape == depth.shape
     assert (back[0, :3] == 0).all()
     assert np.abs(back[1:] - depth[1:]).max() <= 0.001
+
+
+def test_depth_png16_states_its_scale_and_the_reader_uses_it(tmp_path: Path) -> None:
+    save_depth_png16(np.array([[2.0, 0.5]]), tmp_path / "kitti.png", scale=256.0)
+    Image.fromarray(np.array([[2000, 500]], np.uint16)).save(tmp_path / "nyu.png")  # no chunk, like NYU's
+
+    with Image.open(tmp_path / "kitti.png") as img:
+        assert img.text[SCALE_KEY] == "256"
+    np.testing.assert_allclose(load_depth_png16(tmp_path / "kitti.png", 1000.0), [[2.0, 0.5]])
+    np.testing.assert_allclose(read_depth_file(tmp_path / "nyu.png", 1000.0), [[2.0, 0.5]])
+    with pytest.raises(DataError, match="does not state its depth scale"):
+        load_depth_png16(tmp_path / "nyu.png")
+    Image.fromarray(np.array([[20, 5]], np.uint8)).save(tmp_path / "vis.png")
+    with pytest.raises(DataError, match="not as a visualisation"):
+        read_depth_file(tmp_path / "vis.png", 1000.0)
 
 
 def test_depth_npy_keeps_float32_metres(tmp_path: Path) -> None:

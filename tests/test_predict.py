@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
+import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,28 +12,19 @@ import torch
 from PIL import Image
 
 import clip2depth
-from clip2depth.cli import main
 from clip2depth.errors import ConfigError
 from clip2depth.inference.pointcloud import Intrinsics, valid_mask
 from clip2depth.inference.predict import CameraSpec, PredictOptions, parse_formats, predict_paths
 from clip2depth.io.depth import load_depth_png16
 from clip2depth.io.images import load_image
-from clip2depth.io.ply import load_ply
+from clirun import CliResult, assert_user_error
+from clirun import run_cli as run_command
+from plyread import load_ply
 
 
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(*argv: str) -> CliResult:
+def run_cli(*argv: object) -> CliResult:
     """``clip2depth -q predict ...`` through the real CLI entry point."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["-q", "predict", *argv])
-    return CliResult(code, out.getvalue(), err.getvalue())
+    return run_command("-q", "predict", *argv)
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +80,11 @@ def test_folder_gives_every_image_its_outputs_at_display_size(folder_run: tuple[
     result, out = folder_run
 
     assert result.code == 0, result.err
-    assert "4 of 5 inputs done, 16 files written" in result.out
+    assert "4 of 5 inputs done, 1 failed; 20 files written" in result.out
     assert "1 failed:" in result.err and "broken.jpg: cannot read as an image" in result.err
     assert "notes.txt" not in result.err  # folders are searched for image and video names only
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}{suffix}" for stem in EXPECTED for suffix in (".png", ".npy", "_color.png", ".ply")
+        f"{stem}{suffix}" for stem in EXPECTED for suffix in (".png", ".npy", "_color.png", ".ply", "_camera.json")
     )
     for stem, (height, width) in EXPECTED.items():
         assert np.load(out / f"{stem}.npy").shape == (height, width)
@@ -138,25 +127,22 @@ def test_all_bad_inputs_exit_non_zero(model_dir: Path, photos: Path, tmp_path: P
     result = run_cli(str(photos / "broken.jpg"), str(photos / "notes.txt"), "--model", str(model_dir),
                      "--out", str(tmp_path), "--device", "cpu")  # fmt: skip
 
-    assert result.code == 1
-    assert "0 of 2 inputs done" in result.out
+    assert_user_error(result, "none of the 2 inputs could be predicted")
+    assert "0 of 2 inputs done, 2 failed" in result.out
     assert "broken.jpg: cannot read" in result.err and "notes.txt: cannot read" in result.err
     assert list(tmp_path.iterdir()) == []
 
 
-def test_no_matching_input_exits_2_before_loading_the_model(tmp_path: Path) -> None:
+def test_no_matching_input_is_one_error_before_loading_the_model(tmp_path: Path) -> None:
     result = run_cli(str(tmp_path / "missing.jpg"), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path))
 
-    assert result.code == 2
-    assert "no input matched" in result.err and "missing.jpg: no such file or folder" in result.err
+    assert_user_error(result, "no input matched", "missing.jpg: no such file or folder")
 
 
 def test_unknown_format_is_one_clear_error(tmp_path: Path) -> None:
     result = run_cli(str(tmp_path), "--model", "tiny", "--format", "png16,jpg")
 
-    assert result.code == 1
-    assert result.err.startswith("error: unknown output format 'jpg'")
-    assert "png16, npy, color, ply" in result.err and "Traceback" not in result.err
+    assert assert_user_error(result, "png16, npy, color, ply").startswith("error: unknown output format 'jpg'")
 
 
 def test_video_gives_a_depth_video_with_every_frame(model_dir: Path, tmp_path: Path) -> None:
@@ -170,7 +156,7 @@ def test_video_gives_a_depth_video_with_every_frame(model_dir: Path, tmp_path: P
     out = tmp_path / "out"
 
     result = run_cli(str(source), "--model", str(model_dir), "--out", str(out), "--format", "color,npy",
-                     "--frames", "--colorbar", "--batch-size", "2", "--device", "cpu")  # fmt: skip
+                     "--save-frames", "--colorbar", "--batch-size", "2", "--device", "cpu")  # fmt: skip
 
     assert result.code == 0, result.err
     frames = list(iter_video_frames(out / "clip_depth.mp4"))
@@ -206,7 +192,11 @@ def test_outputs_never_overwrite_inputs_nor_become_inputs(model: clip2depth.Clip
     assert beside.succeeded == [tmp_path / "b.jpg"]
     assert beside.failed == [(str(tmp_path / "a.png"), f"its output {tmp_path / 'a.png'} would overwrite an input "
                                                         "file; choose another output folder")]  # fmt: skip
-    assert len(first.succeeded) == len(again.succeeded) == again.matched == 3  # a.png, b.jpg, b.png
+    # b.png (written by the first call) and b.jpg share the output name b: the first found keeps it
+    assert first.succeeded == again.succeeded == [tmp_path / "a.png", tmp_path / "b.jpg"]
+    assert again.matched == 3 and len(again.failed) == 1  # the outputs in depth/ are not inputs
+    assert again.failed[0][0] == str(tmp_path / "b.png")
+    assert f"also be that of {tmp_path / 'b.jpg'}" in again.failed[0][1]
 
 
 def test_camera_spec_rules() -> None:
@@ -214,6 +204,9 @@ def test_camera_spec_rules() -> None:
     assert CameraSpec(fx=50).intrinsics(64, 48) == Intrinsics(50, 50, 31.5, 23.5)
     assert CameraSpec(fy=40, cx=10).intrinsics(64, 48) == Intrinsics(40, 40, 10, 23.5)
     assert CameraSpec(fov_deg=90).intrinsics(64, 48).fx == pytest.approx(32.0)
+    exif, source = CameraSpec(cx=10).resolve(48, 32, focal_35mm=26.0)  # no focal length given: EXIF's applies
+    assert (exif.fx, exif.cx, exif.cy) == (pytest.approx(26 * 48 / 36), 10, 15.5) and "EXIF" in source
+    assert CameraSpec(fov_deg=90).intrinsics(64, 48, focal_35mm=26.0).fx == pytest.approx(32.0)
     with pytest.raises(ConfigError, match="not both"):
         CameraSpec(fx=50, fov_deg=60)
     with pytest.raises(ConfigError, match="positive"):
@@ -227,5 +220,78 @@ def test_format_and_option_checks() -> None:
         parse_formats(",")
     with pytest.raises(ConfigError, match="colour map"):
         PredictOptions(cmap="no-such-map")
-    with pytest.raises(ConfigError, match="depth scale"):
+    with pytest.raises(ConfigError, match="--depth-scale must be positive"):
         PredictOptions(depth_scale=0)
+
+
+def test_skip_existing_continues_an_interrupted_run(model_dir: Path, photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = (str(photos), "--model", str(model_dir), "--out", str(out), "--format", "png16,npy", "--device", "cpu")
+    first = run_cli(*args)
+    (out / "gray.npy").unlink()  # as if the run had been interrupted before gray's .npy
+    kept = (out / "alpha.png").stat().st_mtime_ns
+
+    again = run_cli(*args, "--skip-existing")
+
+    assert first.code == again.code == 0, again.err
+    assert "4 of 5 inputs done, 1 failed; 8 files written" in first.out
+    assert "4 of 5 inputs done (3 already done, skipped), 1 failed; 2 files written" in again.out
+    assert (out / "gray.npy").is_file() and (out / "alpha.png").stat().st_mtime_ns == kept
+
+
+def test_png16_states_its_scale_and_colours_follow_vmin_vmax(
+    model: clip2depth.Clip2Depth, photos: Path, tmp_path: Path
+) -> None:
+    options = PredictOptions(formats=("png16", "color"), depth_scale=256.0, vmin=0.0, vmax=1000.0)
+
+    report = predict_paths(model, [photos / "gray.png"], out_dir=tmp_path, options=options, progress=False)
+
+    assert report.exit_code == 0
+    with Image.open(tmp_path / "gray.png") as png:
+        assert png.text["depth_scale"] == "256"
+        metres = np.asarray(png, dtype=np.float64) / float(png.text["depth_scale"])
+    assert np.abs(metres - model.infer(photos / "gray.png")).max() <= 0.5 / 256 + 1e-6
+    # every depth (≤ 10 m) is within 1% of the near end of a 0…1000 m scale: one colour, turbo's warm end
+    colour = np.asarray(Image.open(tmp_path / "gray_color.png"))
+    assert (np.abs(colour.astype(int) - colour[0, 0]).max() <= 12) and colour[0, 0, 0] > colour[0, 0, 2]
+
+
+def test_point_cloud_takes_the_exif_focal_length_and_writes_its_camera(
+    model: clip2depth.Clip2Depth, tmp_path: Path
+) -> None:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 26  # FocalLengthIn35mmFilm, a phone's main camera
+    Image.fromarray(_pattern(32, 48, 7)).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(_pattern(32, 48, 8)).save(tmp_path / "plain.jpg", quality=95)
+    out = tmp_path / "out"
+
+    report = predict_paths(model, [tmp_path / "phone.jpg", tmp_path / "plain.jpg"], out_dir=out, progress=False,
+                           options=PredictOptions(formats=("ply",)))  # fmt: skip
+    given = predict_paths(model, [tmp_path / "phone.jpg"], out_dir=tmp_path / "given", progress=False,
+                          options=PredictOptions(formats=("ply",), camera=CameraSpec(fx=40.0)))  # fmt: skip
+
+    assert report.exit_code == given.exit_code == 0
+    phone = json.loads((out / "phone_camera.json").read_text())
+    plain = json.loads((out / "plain_camera.json").read_text())
+    assert phone["fx"] == phone["fy"] == pytest.approx(26 * 48 / 36)  # 3:2 image: f_px = f_35mm × W / 36 mm
+    assert "EXIF 35 mm equivalent focal length 26 mm" in phone["source"]
+    assert (phone["cx"], phone["cy"], phone["width"], phone["height"]) == (23.5, 15.5, 48, 32)
+    assert plain["fx"] == pytest.approx(Intrinsics.default_for(48, 32).fx) and "default 60" in plain["source"]
+    assert json.loads((tmp_path / "given" / "phone_camera.json").read_text())["fx"] == 40.0
+    depth = model.infer(tmp_path / "phone.jpg")
+    points, _ = load_ply(out / "phone.ply")
+    v, u = np.nonzero(valid_mask(depth))
+    np.testing.assert_allclose(points[:, 0], (u - 23.5) * depth[v, u] / phone["fx"], rtol=1e-4, atol=1e-5)
+
+
+def test_reduced_precision_stays_close_to_fp32(model: clip2depth.Clip2Depth, photos: Path, tmp_path: Path) -> None:
+    options = PredictOptions(formats=("npy",), precision="bf16")
+
+    report = predict_paths(model, [photos / "alpha.png"], out_dir=tmp_path, options=options, progress=False)
+
+    fp32 = model.infer(photos / "alpha.png")
+    bf16 = np.load(tmp_path / "alpha.npy")
+    assert report.exit_code == 0 and bf16.dtype == np.float32
+    assert not np.array_equal(bf16, fp32)  # autocast really ran
+    assert np.mean(np.abs(bf16 - fp32) / fp32) < 0.005  # measured ~2e-4 on random weights
+    np.testing.assert_array_equal(model.infer(photos / "alpha.png", precision="bf16"), bf16)

@@ -35,7 +35,7 @@ from clip2depth.io.colour import colorize_depth
 from clip2depth.models.checkpoint import is_model_dir, load_trained_state, read_model_dir
 from clip2depth.models.clip2depth import Clip2Depth
 from clip2depth.models.config import PAPER_PROMPT
-from clip2depth.models.infer import network_size
+from clip2depth.models.infer import predict_depth
 
 logger = logging.getLogger(__name__)
 
@@ -126,19 +126,25 @@ def reference_query(model: Clip2Depth, reference: str) -> torch.Tensor:
     return text_features(model, [prompt])
 
 
+class _QueryStack(torch.nn.Module):
+    """A model whose channels are the depth under each query, sharing one image-encoder pass (B×Q×H×W)."""
+
+    def __init__(self, model: Clip2Depth, queries: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.queries = queries
+        self.patch_size = model.patch_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.model.image_encoder(images)
+        return torch.cat([self.model.decoder(features, q) for q in self.queries], dim=1)
+
+
 @torch.no_grad()
 def _depth_with_query(model: Clip2Depth, image: torch.Tensor, queries: list[torch.Tensor]) -> list[np.ndarray]:
     """Depth (H×W metres at the image's size) of one 3×H×W image under each query, sharing the encoder pass."""
-    h, w = image.shape[-2:]
-    size = network_size(h, w, model.patch_size)
-    x = F.interpolate(image[None].to(model.device), size=size, mode="bilinear", align_corners=False,
-                      antialias=True)
-    features = model.image_encoder(x)
-    out = []
-    for q in queries:
-        d = model.decoder(features, q)
-        out.append(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False)[0, 0].float().cpu().numpy())
-    return out
+    depth = predict_depth(_QueryStack(model, queries), image[None].to(model.device))
+    return [d.cpu().numpy() for d in depth[0]]
 
 
 def conditioning_maps(model: Clip2Depth, images: Sequence[np.ndarray], *, reference: str = "empty"

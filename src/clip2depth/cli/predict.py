@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clip2depth.errors import ConfigError, DataError
 from clip2depth.inference.predict import DEFAULT_FORMATS, DEFAULT_MAX_SIDE, FORMATS
+from clip2depth.models.infer import PRECISIONS
 
 NAME = "predict"
 HELP = "depth for images, folders, glob patterns and videos: 16-bit PNG, .npy, colour image, point cloud"
@@ -25,12 +27,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--format", default=",".join(DEFAULT_FORMATS),
                    help=f"comma-separated outputs from {','.join(FORMATS)} (default: %(default)s): "
                         "png16 = <stem>.png, uint16 depth × --depth-scale; npy = <stem>.npy, float32 metres; "
-                        "color = <stem>_color.png (videos: <stem>_depth.mp4); ply = <stem>.ply, coloured points")
+                        "color = <stem>_color.png (videos: <stem>_depth.mp4); ply = <stem>.ply, coloured points, "
+                        "and <stem>_camera.json, the intrinsics used")
     p.add_argument("--depth-scale", type=float, default=1000.0,
-                   help="PNG16 units per metre (default 1000: millimetres; KITTI uses 256)")
+                   help="PNG16 units per metre, also stored in the PNG's depth_scale text chunk "
+                        "(default 1000: millimetres; KITTI uses 256)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip inputs whose outputs all exist already (continue an interrupted run)")
     camera = p.add_argument_group(
-        "camera for point clouds", "in pixels of the upright image; default: 60° horizontal field of view, "
-                                   "principal point at the image centre")  # fmt: skip
+        "camera for point clouds", "in pixels of the upright image; default: the photo's EXIF 35 mm equivalent "
+                                   "focal length, else a 60° horizontal field of view; principal point at the "
+                                   "image centre")  # fmt: skip
     camera.add_argument("--fx", type=float, default=None, help="horizontal focal length (alone: also sets fy)")
     camera.add_argument("--fy", type=float, default=None, help="vertical focal length (default: fx)")
     camera.add_argument("--cx", type=float, default=None, help="principal point column (default: (W-1)/2)")
@@ -39,16 +46,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="horizontal field of view in degrees, instead of --fx/--fy")
     p.add_argument("--batch-size", type=int, default=4, help="images of the same size predicted together (default 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (default), or bf16 / fp16 autocast: faster on hardware that has it, depth within "
+                        "about 0.1%%")
+    p.add_argument("--max-side", default=str(DEFAULT_MAX_SIDE), metavar="PIXELS",
                    help=f"predict larger images downscaled to this longest side, outputs at full size "
-                        f"(default {DEFAULT_MAX_SIDE}; 0: no limit)")
-    p.add_argument("--colorbar", action="store_true", help="add a depth scale in metres to colour outputs")
-    p.add_argument("--cmap", default="turbo", help="matplotlib colour map of colour outputs (default turbo)")
+                        f"(default {DEFAULT_MAX_SIDE}; 'none': no limit)")
+    colour = p.add_argument_group("colour outputs")
+    colour.add_argument("--cmap", default="turbo", help="matplotlib colour map (default turbo; near = warm end)")
+    colour.add_argument("--vmin", type=float, default=None, metavar="METRES",
+                        help="depth at the near end of the colour map (default: each image's own minimum)")
+    colour.add_argument("--vmax", type=float, default=None, metavar="METRES",
+                        help="depth at the far end of the colour map (default: each image's own maximum)")
+    colour.add_argument("--colorbar", action="store_true",
+                        help="append a depth scale in metres on the right (the colour image gets wider)")
     p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
-    p.add_argument("--frames", action="store_true",
+    p.add_argument("--save-frames", action="store_true",
                    help="videos: also write png16/npy/ply per frame as <stem>_frames/NNNNNN.* "
                         "(default: only the colour depth video)")
     return p
+
+
+def parse_max_side(text: str) -> int | None:
+    """``--max-side``: a positive number of pixels, or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"--max-side must be a positive number of pixels, or 'none' for no limit; got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,26 +90,27 @@ def run(args: argparse.Namespace) -> int:
         depth_scale=args.depth_scale,
         camera=CameraSpec(fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov_deg=args.fov),
         batch_size=args.batch_size,
-        max_side=args.max_side or None,
+        max_side=parse_max_side(args.max_side),
         cmap=args.cmap,
+        vmin=args.vmin,
+        vmax=args.vmax,
         colorbar=args.colorbar,
         flip_tta=args.flip_tta,
-        video_frames=args.frames,
+        precision=args.precision,
+        video_frames=args.save_frames,
+        skip_existing=args.skip_existing,
     )
-    paths, problems = find_inputs(args.inputs, args.out)
-    if not paths:
-        print("error: no input matched; pass image or video files, folders or glob patterns", file=sys.stderr)
-        _print_failures(problems)
-        return 2
+    files, problems = find_inputs(args.inputs, args.out)
+    if not files:
+        reasons = "; ".join(f"{path}: {reason}" for path, reason in problems)
+        raise DataError(f"no input matched ({reasons}); pass image or video files, folders or glob patterns")
     model = create_model(args.model, pretrained=args.pretrained, device=resolve_device(args.device))
     report = predict_paths(model, args.inputs, out_dir=args.out, options=options, progress=not args.quiet)
-    print(f"{len(report.succeeded)} of {report.matched} inputs done, {len(report.outputs)} files written to {args.out}")
-    _print_failures(report.failed)
-    return report.exit_code
-
-
-def _print_failures(failed: list[tuple[str, str]]) -> None:
-    if failed:
-        print(f"{len(failed)} failed:", file=sys.stderr)
-    for path, reason in failed:
+    print(report.summary(args.out))
+    if report.failed:
+        print(f"{len(report.failed)} failed:", file=sys.stderr)
+    for path, reason in report.failed:
         print(f"  {path}: {reason}", file=sys.stderr)
+    if report.exit_code:
+        raise DataError(f"none of the {report.matched} inputs could be predicted; the reasons are listed above")
+    return 0

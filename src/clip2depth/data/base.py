@@ -22,12 +22,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple, TypeAlias
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from clip2depth.errors import DataError
+from clip2depth.io.depth import read_depth_file
+from clip2depth.io.images import load_image
+from clip2depth.models.infer import image_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -45,59 +46,22 @@ _SPLITS_PACKAGE = "clip2depth.data"
 
 
 def read_rgb(path: str | Path) -> torch.Tensor:
-    """Read an image file as an RGB float32 tensor (3, H, W) in [0, 1]."""
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"), dtype=np.float32)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found; check the data root and the list file") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc}); the file is corrupt or not an image") from None
-    return torch.from_numpy(arr / 255.0).permute(2, 0, 1).contiguous()
+    """Read an image file as an RGB float32 tensor (3, H, W) in [0, 1].
+
+    Pixels are those of :func:`clip2depth.io.images.load_image` (EXIF orientation, 16-bit, alpha and
+    palette rules) divided by 255, exactly what ``predict`` and ``model.infer`` feed the model.
+    """
+    return image_tensor(load_image(path))
 
 
 def read_depth(path: str | Path, *, scale: float) -> torch.Tensor:
     """Read a depth map as a float32 tensor (1, H, W) in metres, 0 = no measurement.
 
-    PNG (or any single-channel image) holds integer depth: metres = value / ``scale`` (1000 for NYU
-    millimetres, 256 for KITTI). A ``.npy`` file holds float metres and ``scale`` is not applied.
-    Non-finite values become 0.
+    :func:`clip2depth.io.depth.read_depth_file`: a 16-bit PNG holds integer depth, metres = value /
+    ``scale`` (1000 for NYU millimetres, 256 for KITTI) unless the file states its own scale; a
+    ``.npy`` file holds float metres and ``scale`` is not applied. Non-finite values become 0.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".npy":
-        depth = _read_npy(path)
-    else:
-        depth = _read_depth_image(path) / float(scale)
-    depth[~np.isfinite(depth)] = 0.0
-    return torch.from_numpy(depth.astype(np.float32))[None]
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: depth file not found; check the data root and the list file") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read .npy depth ({exc}); save it with numpy.save") from None
-    arr = np.squeeze(np.asarray(arr))
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"{path}: expected a numeric H×W depth array in metres, got {arr.dtype} {arr.shape}")
-    return arr.astype(np.float64)
-
-
-def _read_depth_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            if len(img.getbands()) != 1:
-                raise DataError(
-                    f"{path}: depth image has mode {img.mode}; expected a single-channel (16-bit) depth PNG"
-                )
-            arr = np.asarray(img, dtype=np.float64)
-    except FileNotFoundError:
-        raise DataError(f"{path}: depth file not found; check the data root and the list file") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read depth image ({exc}); the file is corrupt") from None
-    return arr
+    return torch.from_numpy(read_depth_file(path, scale=float(scale)))[None]
 
 
 def read_list(path: str | Path) -> list[str]:

@@ -22,10 +22,10 @@ from torch import nn
 from clip2depth.errors import DataError
 from clip2depth.evaluation.metrics import compute_metrics
 from clip2depth.io.atomic import atomic_path
-from clip2depth.io.depth import load_depth_png16
+from clip2depth.io.depth import read_depth_file
 from clip2depth.io.images import load_image
 from clip2depth.io.inputs import expand_inputs, is_image_path
-from clip2depth.models.infer import model_device, predict_depth
+from clip2depth.models.infer import predict_batch, size_batches
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +76,10 @@ def depth_reader(depth_dir: str | Path, *, depth_scale: float = 1000.0) -> Calla
         raise DataError(f"--depth-dir {depth_dir}: no such folder")
 
     def read(name: str) -> np.ndarray:
-        npy, png = depth_dir / f"{name}.npy", depth_dir / f"{name}.png"
-        if npy.is_file():
-            try:
-                return np.load(npy, allow_pickle=False).astype(np.float32).squeeze()
-            except (OSError, ValueError) as exc:
-                raise DataError(f"{npy}: cannot read as a depth array ({exc})") from exc
-        if png.is_file():
-            return load_depth_png16(png, depth_scale)
-        raise DataError(f"no ground truth for frame {name}: expected {npy.name} or {png.name} in {depth_dir}")
+        for path in (depth_dir / f"{name}.npy", depth_dir / f"{name}.png"):
+            if path.is_file():
+                return read_depth_file(path, scale=depth_scale)
+        raise DataError(f"no ground truth for frame {name}: expected {name}.npy or {name}.png in {depth_dir}")
 
     return read
 
@@ -232,28 +227,19 @@ def temporal_metrics(
 # ------------------------------------------------------------------------------------------ running
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-
-
 @torch.no_grad()
-def predict_frames(model: nn.Module, frames: Iterable[Frame], *, batch_size: int = 8,
-                   max_side: int | None = None, precision: str = "fp32",
-                   ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """``(name, frame, depth)`` per frame, depth H×W float32 metres at the frame's size; frames are
-    predicted independently, ``batch_size`` same-size frames at a time, and read only as needed."""
+def predict_frames(model: nn.Module, frames: Iterable[Frame], *, batch_size: int = 8, max_side: int | None = None,
+                   precision: str = "fp32") -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, frame, depth)`` per frame in order, depth H×W float32 metres at the frame's size; frames are
+    predicted independently, up to ``batch_size`` consecutive same-size frames at a time, and read only as
+    needed."""
     model.eval()
-    device = model_device(model)
-    for chunk in _chunks(frames, batch_size):
-        groups = itertools.groupby(chunk, key=lambda item: item[1].shape)
-        for _, group in groups:
-            items = list(group)
-            batch = torch.from_numpy(np.stack([_as_unit_rgb(f) for _, f in items])).permute(0, 3, 1, 2)
-            depth = predict_depth(model, batch.to(device), max_side=max_side, precision=precision)
-            for (name, frame), d in zip(items, depth, strict=True):
-                yield name, frame, d[0].float().cpu().numpy()
+    batches = size_batches(frames, size=lambda item: item[1].shape, batch_size=batch_size, in_order=True)
+    for batch in batches:
+        tensors = [torch.from_numpy(_as_unit_rgb(f)).permute(2, 0, 1) for _, f in batch]
+        depths = predict_batch(model, tensors, max_side=max_side, precision=precision)
+        for (name, frame), depth in zip(batch, depths, strict=True):
+            yield name, frame, depth
 
 
 def analyse_sequence(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -20,6 +21,9 @@ PNG16_MAX = 65535
 
 HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
+_EXIF_IFD = 0x8769  # the Exif sub-IFD, where camera settings live
+_FOCAL_35MM = 0xA405  # FocalLengthIn35mmFilm
+
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as H×W×3 uint8 RGB, the way a viewer would show it.
@@ -33,7 +37,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file. Check the path.")
+        raise DataError(f"{path}: no such file. Check the path (for a dataset: the data root and the list file).")
     if path.is_dir():
         raise DataError(f"{path} is a folder, not an image. Pass image files, or the folder to `predict`.")
     try:
@@ -118,3 +122,31 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
         unit = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
         return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
     raise DataError(f"array of dtype {arr.dtype} is not an image: expected uint8, uint16, bool or float")
+
+
+FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+"""Diagonal of a 36×24 mm frame, against which "35 mm equivalent" focal lengths are stated."""
+
+
+def exif_focal_35mm(path: str | os.PathLike[str]) -> float | None:
+    """The EXIF ``FocalLengthIn35mmFilm`` of an image file in millimetres, or None when absent or unreadable."""
+    try:
+        with Image.open(path) as img:
+            value = img.getexif().get_ifd(_EXIF_IFD).get(_FOCAL_35MM)
+    except Exception as exc:  # EXIF is optional metadata: any failure to read it means "not known"
+        logger.debug("%s: no EXIF focal length (%s: %s)", path, type(exc).__name__, exc)
+        return None
+    try:
+        focal = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return focal if focal is not None and math.isfinite(focal) and focal > 0 else None
+
+
+def focal_pixels_from_35mm(focal_35mm: float, width: int, height: int) -> float:
+    """Focal length in pixels of a ``width``×``height`` image whose 35 mm equivalent focal length is known.
+
+    The equivalent focal length gives the same diagonal field of view on a 36×24 mm frame, so
+    ``f_px = focal_35mm × diagonal_px / 43.27`` (for a 3:2 image this is ``focal_35mm × width / 36``).
+    """
+    return focal_35mm * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Sequence
+from typing import TypeAlias
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from clip2depth.errors import DataError
+from clip2depth.io.images import load_image, to_rgb_uint8
 from clip2depth.models.config import ModelConfig
 from clip2depth.models.decoder import FiLMDepthDecoder
 from clip2depth.models.image_encoder import FrozenImageEncoder
-from clip2depth.models.infer import predict_depth
+from clip2depth.models.infer import image_tensor, predict_batch, size_batches
 from clip2depth.models.prompt_encoder import PromptEncoder
+
+ImageLike: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
+"""What :meth:`Clip2Depth.infer` accepts."""
 
 
 class Clip2Depth(nn.Module):
@@ -91,37 +99,54 @@ class Clip2Depth(nn.Module):
 
     @torch.no_grad()
     def infer_batch(
-        self, images: list[Any], *, max_side: int | None = None, flip_tta: bool = False
+        self,
+        images: Sequence[ImageLike],
+        *,
+        max_side: int | None = None,
+        flip_tta: bool = False,
+        precision: str = "fp32",
+        batch_size: int = 8,
     ) -> list[np.ndarray]:
-        """Depth for several images of any sizes (same-size images share one batch).
+        """Depth for several images of any sizes (same-size images share a batch of up to ``batch_size``).
 
         Args:
-            images: PIL images, H×W×3 uint8 arrays or 3×H×W float tensors in [0, 1].
+            images: image file paths, PIL images, arrays (H×W, H×W×3 or H×W×4; uint8, uint16 or float
+                in [0, 1]) or 3×H×W float tensors in [0, 1]. Files, PIL images and arrays follow the one
+                reading rule of :func:`clip2depth.io.images.to_rgb_uint8` (EXIF orientation, 16-bit
+                scaled, alpha dropped, palette converted), so they give the pixels ``predict`` and the
+                datasets give.
             max_side: if set, larger images are processed downscaled to this longest side.
             flip_tta: average with the prediction on the horizontally flipped image.
+            precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; outputs stay float32).
+            batch_size: most images predicted together.
 
         Returns:
-            One H×W float32 array of metres per input, at the input's own size.
+            One H×W float32 array of metres per input, at the input's own (upright) size.
+
+        Raises:
+            DataError: a file is missing or unreadable, or an array is not an image.
         """
         was_training = self.training
         self.eval()
-        tensors = [_to_tensor(im) for im in images]
-        results: list[np.ndarray | None] = [None] * len(tensors)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, t in enumerate(tensors):
-            groups.setdefault(tuple(t.shape[-2:]), []).append(i)
-        for idx in groups.values():
-            batch = torch.stack([tensors[i] for i in idx]).to(self.device)
-            depth = predict_depth(self, batch, max_side=max_side, flip_tta=flip_tta)
-            for j, i in enumerate(idx):
-                results[i] = depth[j, 0].float().cpu().numpy()
-        self.train(was_training)
+        try:
+            tensors = [_to_tensor(im) for im in images]
+            results: list[np.ndarray | None] = [None] * len(tensors)
+            for batch in size_batches(enumerate(tensors), size=lambda item: item[1].shape, batch_size=batch_size):
+                depths = predict_batch(
+                    self, [t for _, t in batch], max_side=max_side, flip_tta=flip_tta, precision=precision
+                )
+                for (i, _), depth in zip(batch, depths, strict=True):
+                    results[i] = depth
+        finally:
+            self.train(was_training)
         return results  # type: ignore[return-value]
 
     @torch.no_grad()
-    def infer(self, image: Any, *, max_side: int | None = None, flip_tta: bool = False) -> np.ndarray:
-        """Depth of one image (PIL, H×W×3 uint8 array or 3×H×W float tensor) as H×W float32 metres."""
-        return self.infer_batch([image], max_side=max_side, flip_tta=flip_tta)[0]
+    def infer(
+        self, image: ImageLike, *, max_side: int | None = None, flip_tta: bool = False, precision: str = "fp32"
+    ) -> np.ndarray:
+        """Depth of one image (path, PIL image, array or 3×H×W tensor; see :meth:`infer_batch`), H×W float32 m."""
+        return self.infer_batch([image], max_side=max_side, flip_tta=flip_tta, precision=precision)[0]
 
     def save_pretrained(self, directory: str) -> None:
         """Write ``config.json`` + ``model.safetensors`` (trained parts only) into ``directory``."""
@@ -130,28 +155,24 @@ class Clip2Depth(nn.Module):
         save_pretrained(self, directory)
 
 
-def _to_tensor(image: Any) -> torch.Tensor:
-    """PIL image / H×W×3 uint8 array / 3×H×W float tensor → 3×H×W float32 tensor in [0, 1]."""
+def _to_tensor(image: ImageLike) -> torch.Tensor:
+    """Path / PIL image / array / 3×H×W float tensor in [0, 1] → 3×H×W float32 tensor in [0, 1].
+
+    Everything but a tensor goes through :mod:`clip2depth.io.images` (one reading rule); a tensor is
+    taken as already prepared model input.
+    """
     if isinstance(image, torch.Tensor):
         t = image.detach()
         if t.dim() != 3 or t.shape[0] != 3:
-            raise ValueError(f"a tensor image must be 3×H×W in [0, 1], got shape {tuple(t.shape)}")
+            raise DataError(f"a tensor image must be 3×H×W in [0, 1], got shape {tuple(t.shape)}")
         return t.float() if t.is_floating_point() else t.float() / 255.0
-    if not isinstance(image, np.ndarray):
-        from PIL import Image
-
-        if not isinstance(image, Image.Image):
-            raise TypeError(f"cannot read an image from {type(image).__name__}; pass PIL, numpy or torch")
-        image = np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"an array image must be H×W×3, got shape {arr.shape}")
-    arr = arr[..., :3]
-    t = torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # copy: PIL-backed arrays are read-only
-    if arr.dtype == np.uint8:
-        return t.float() / 255.0
-    if arr.dtype == np.uint16:
-        return t.float() / 65535.0
-    return t.float()
+    if isinstance(image, (str, os.PathLike)):
+        rgb = load_image(image)
+    elif isinstance(image, (Image.Image, np.ndarray)):
+        rgb = to_rgb_uint8(image)
+    else:
+        raise DataError(
+            f"cannot read an image from {type(image).__name__}; pass a file path, a PIL image, a numpy array "
+            f"or a 3×H×W tensor"
+        )
+    return image_tensor(rgb)

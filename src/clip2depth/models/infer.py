@@ -1,10 +1,16 @@
-"""Shape handling shared by every depth model at inference: resize to the network, predict, resize back."""
+"""Inference shared by every depth model: size-grouped batches, resize to the network, predict, resize back.
+
+:func:`size_batches` is the one batcher (``model.infer_batch``, ``predict`` and the temporal analysis use it),
+:func:`predict_depth` the one resize→predict→resize.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -104,3 +110,78 @@ def predict_depth(
     if size != (h, w):
         depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
     return depth
+
+
+T = TypeVar("T")
+
+
+def image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 RGB (from :mod:`clip2depth.io.images`) → 3×H×W float32 in [0, 1], the model's input.
+
+    The one conversion from pixels to model input: datasets, ``predict`` and ``model.infer`` all use it.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected H×W×3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous().float().div_(255.0)
+
+
+def size_batches(
+    items: Iterable[T],
+    *,
+    size: Callable[[T], tuple[int, ...]],
+    batch_size: int,
+    in_order: bool = False,
+    max_held: int | None = None,
+) -> Iterator[list[T]]:
+    """Group a stream of images into batches of equal ``size(item)``, at most ``batch_size`` each.
+
+    Items are pulled lazily, so a folder of any length streams through.
+
+    - ``in_order=False``: one pool per size; a pool is yielded when full, and when ``max_held`` items
+      (default ``4 × batch_size``) are waiting, the oldest pool is yielded early to bound memory. Batches
+      come out of input order (callers keep an index).
+    - ``in_order=True``: consecutive items of one size form a batch, which ends at a size change, so
+      batches (and items) come out in input order (video frames).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    limit = max_held if max_held is not None else 4 * batch_size
+    pools: dict[tuple[int, ...], list[T]] = {}
+    held = 0
+    for item in items:
+        key = tuple(size(item))
+        if in_order and pools and key not in pools:
+            yield pools.pop(next(iter(pools)))
+            held = 0
+        pools.setdefault(key, []).append(item)
+        held += 1
+        if len(pools[key]) == batch_size:
+            held -= batch_size
+            yield pools.pop(key)
+        elif held >= limit:
+            oldest = pools.pop(next(iter(pools)))
+            held -= len(oldest)
+            yield oldest
+    yield from pools.values()
+
+
+def predict_batch(
+    model: nn.Module,
+    images: Sequence[torch.Tensor],
+    *,
+    max_side: int | None = None,
+    flip_tta: bool = False,
+    precision: str = "fp32",
+) -> list[np.ndarray]:
+    """Depth of same-size images, predicted as one batch on the model's device.
+
+    Args:
+        images: 3×H×W float tensors in [0, 1], all of one size (see :func:`size_batches`).
+        max_side, flip_tta, precision: as for :func:`predict_depth`.
+
+    Returns:
+        One H×W float32 array of metres per image.
+    """
+    batch = torch.stack(list(images)).to(model_device(model), dtype=torch.float32)
+    depth = predict_depth(model, batch, max_side=max_side, flip_tta=flip_tta, precision=precision)
+    return [d[0].cpu().numpy() for d in depth]

@@ -1,0 +1,96 @@
+"""Faults a user can cause with ``clip2depth predict``: one ``error:`` line and exit 1, a listed skip, never a hang."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clirun import assert_user_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny model, saved as a model directory for ``--model``."""
+    directory = tmp_path_factory.mktemp("model")
+    tiny_model.save_pretrained(str(directory))
+    return directory
+
+
+def _image(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (["--max-side", "0"], ["--max-side", "positive", "'none'"]),
+        (["--max-side", "-32"], ["--max-side", "-32"]),
+        (["--max-side", "big"], ["--max-side", "'big'"]),
+        (["--batch-size", "0"], ["--batch-size", "at least 1"]),
+        (["--fov", "0"], ["--fov", "between 0 and 180"]),
+        (["--fov", "180"], ["--fov", "180"]),
+        (["--fx", "-1"], ["--fx", "positive focal length"]),
+        (["--fx", "50", "--fov", "60"], ["not both"]),
+        (["--depth-scale", "0"], ["--depth-scale", "positive"]),
+        (["--vmin", "5", "--vmax", "2"], ["--vmin", "smaller than --vmax"]),
+        (["--vmin", "3", "--vmax", "3"], ["--vmin", "--vmax"]),
+        (["--vmax", "-1"], ["--vmax", "-1"]),
+        (["--format", "png16,jpg"], ["'jpg'", "png16, npy, color, ply"]),
+        (["--cmap", "no-such-map"], ["colour map", "no-such-map"]),
+    ],
+)
+def test_bad_values_are_one_error_before_the_model_loads(
+    flags: list[str], fragments: list[str], tmp_path: Path
+) -> None:
+    image = _image(tmp_path / "in" / "a.png")
+    # a model directory that does not exist: reaching the model load would give a different error
+    result = run_cli("predict", image, "--model", tmp_path / "no-model", "--out", tmp_path / "out", *flags)
+
+    assert_user_error(result, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_input_is_one_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run_cli("predict", tmp_path / "empty", tmp_path / "nope.jpg", "--model", "tiny", "--out", tmp_path / "o")
+
+    assert_user_error(result, "no input matched", "folder contains no image", "nope.jpg: no such file or folder")
+
+
+def test_symlink_loop_folder_predicts_each_image_once(model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "shots"
+    _image(root / "a.png", 1)
+    _image(root / "deeper" / "b.png", 2)
+    (root / "deeper" / "loop").symlink_to(root)  # shots/deeper/loop/deeper/loop/... forever
+    (root / "twin").symlink_to(root / "deeper")  # a second way into the same folder
+
+    by_folder = run_cli("-q", "predict", root, "--model", model_dir, "--out", tmp_path / "o1", "--format", "npy")
+    by_glob = run_cli("-q", "predict", f"{root}/**/*.png", "--model", model_dir, "--out", tmp_path / "o2",
+                      "--format", "npy")  # fmt: skip
+
+    for result, out in ((by_folder, tmp_path / "o1"), (by_glob, tmp_path / "o2")):
+        assert result.code == 0, result.err
+        assert "2 of 2 inputs done; 2 files written" in result.out
+        assert sorted(p.name for p in out.iterdir()) == ["a.npy", "deeper__b.npy"]
+
+
+def test_bad_files_are_listed_and_the_rest_is_written(model_dir: Path, tmp_path: Path) -> None:
+    good = _image(tmp_path / "in" / "good.png")
+    (tmp_path / "in" / "cut.png").write_bytes(good.read_bytes()[:60])  # truncated
+    (tmp_path / "in" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "in" / "text.png").write_text("not an image")
+
+    result = run_cli("-q", "predict", tmp_path / "in", "--model", model_dir, "--out", tmp_path / "out",
+                     "--format", "npy")  # fmt: skip
+
+    assert result.code == 0 and "Traceback" not in result.err
+    assert "1 of 4 inputs done, 3 failed; 1 files written" in result.out
+    assert [line.split(":")[0].strip() for line in result.err.splitlines()[1:]] == [
+        str(tmp_path / "in" / name) for name in ("cut.png", "empty.jpg", "text.png")
+    ]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.npy"]
