@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from clirun import assert_user_error, run_cli
 from PIL import Image
 
 import clip2depth
 from clip2depth.models import clip_backbone
+from clirun import assert_user_error, run_cli
 
 
 @pytest.fixture(scope="module")
