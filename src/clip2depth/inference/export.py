@@ -317,7 +317,9 @@ def verify_onnx(
     path = Path(path)
     if not path.is_file():
         raise Clip2DepthError(f"{path}: no such ONNX file; write it with export_onnx first")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: fp16 graphs log harmless "cannot constant-fold" warnings
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
