@@ -128,3 +128,15 @@ def test_offline_download_fails_at_once_with_how_to_pass_local_weights(monkeypat
 def test_hf_offline_setting_counts_as_unreachable(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert not clip_backbone.hub_reachable("huggingface.co")
+
+
+@pytest.mark.parametrize(("size", "message"), [(("0", "0"), "must be positive"), (("-16", "16"), "must be positive"),
+                                               (("50", "64"), "multiples of the patch size 16")])
+def test_info_refuses_bad_sizes(size, message):
+    assert_user_error(run_cli("info", "--model", "tiny", "--size", *size), f"--size {size[0]} {size[1]}", message)
+
+
+def test_export_of_a_baseline_is_refused(tmp_path):
+    result = run_cli("export", "--model", "depthclip-rn50", "--onnx", tmp_path / "d.onnx")
+    assert_user_error(result, "ONNX export supports CLIP2Depth models, not DepthCLIP")
+    assert not list(tmp_path.iterdir())

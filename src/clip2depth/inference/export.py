@@ -247,6 +247,10 @@ def export_onnx(
         Clip2DepthError: onnx or onnxruntime are not installed, or the model cannot be exported.
         ConfigError: a bad ``opset`` or ``sample_size``.
     """
+    if not isinstance(model, Clip2Depth):
+        raise ConfigError(
+            f"ONNX export supports CLIP2Depth models, not {type(model).__name__}; pass a preset or trained model"
+        )
     onnx, _ = _require_onnx()
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(
