@@ -127,15 +127,18 @@ def _read_folder_config(folder: Path) -> dict[str, Any]:
 
 
 def _hub_config(repo: str) -> dict[str, Any]:
-    """The ``open_clip_config.json`` of ``hf-hub:repo`` (downloaded into the Hub cache), or {}."""
+    """The ``open_clip_config.json`` of ``hf-hub:repo`` (downloaded into the Hub cache)."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as exc:
         raise ConfigError(f"{HF_PREFIX}{repo} needs huggingface_hub: pip install 'clip2depth[hub]'") from exc
     try:
-        return json.loads(Path(hf_hub_download(repo_id=repo, filename=OPEN_CLIP_CONFIG)).read_text())
+        config = json.loads(Path(hf_hub_download(repo_id=repo, filename=OPEN_CLIP_CONFIG)).read_text())
     except Exception as exc:  # offline, missing repo, authentication: the hub raises many types
         raise CheckpointError(f"could not read {OPEN_CLIP_CONFIG} of {HF_PREFIX}{repo}: {exc}") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
+        raise CheckpointError(f"{OPEN_CLIP_CONFIG} of {HF_PREFIX}{repo} has no 'model_cfg' object")
+    return config
 
 
 def _is_cached(cfg: dict[str, Any]) -> bool:
@@ -187,10 +190,14 @@ def build_clip(
 
     Args:
         model_name: open_clip architecture name (``ViT-B-16``, ``RN50``, ``clip2depth-tiny-vit``).
-        weights: a pretrained tag (``openai``), a local weights file, a directory (read as open_clip's
-            ``local-dir:`` schema), ``hf-hub:org/name``, or ``None`` for random weights.
-        reference_tag: the tag whose preprocessing and activation apply when ``weights`` is a file or
-            ``None`` (the preset's intended weights).
+        weights: a pretrained tag (``openai``), a local ``.safetensors`` file, an open_clip folder
+            (``open_clip_config.json`` + safetensors, open_clip's ``local-dir:`` schema),
+            ``hf-hub:org/name``, or ``None`` for random weights.
+        reference_tag: the tag whose preprocessing and activation apply when ``weights`` is a bare file
+            or ``None`` (the preset's intended weights); a folder or ``hf-hub:`` uses its own config.
+
+    Raises:
+        CheckpointError: pickle-based or unreadable weights, or a download needed while offline.
         quick_gelu: force the activation; ``None`` follows the tag.
         seed: seeds the random initialisation so that random CLIPs are reproducible.
     """
