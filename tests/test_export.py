@@ -1,8 +1,9 @@
-"""ONNX export: onnxruntime matches PyTorch at several sizes and batches; q is baked in; the CLI."""
+"""ONNX export: onnxruntime matches PyTorch at several sizes (odd ones too); q is baked in; metadata; the CLI."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import onnx
@@ -12,7 +13,7 @@ import torch
 
 import clip2depth
 from clip2depth.cli import export as export_command
-from clip2depth.inference.export import INPUT_NAME, OUTPUT_NAME, export_onnx, verify_onnx
+from clip2depth.inference.export import INPUT_NAME, OUTPUT_NAME, DepthGraph, export_onnx, verify_onnx
 
 MAX_RELATIVE_ERROR = 1e-4
 
@@ -64,11 +65,63 @@ def test_onnxruntime_matches_pytorch(exported, batch, height, width):
     assert np.all(got > 0) and np.all(got <= model.max_depth)
 
 
+@pytest.mark.parametrize(("height", "width"), [(100, 130), (37, 250), (8, 9)])
+def test_any_input_size_comes_back_at_that_size(exported, height, width):
+    model, path = exported
+    images = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(width))
+    got = _run(path, images)
+    assert got.shape == (2, 1, height, width)
+    with torch.no_grad():
+        expected = DepthGraph(model, model.query())(images).numpy()
+        infer = model.infer(images[0])
+    assert _relative_error(got, expected) <= MAX_RELATIVE_ERROR
+    # model.infer antialiases its downscale, the graph cannot: same size, close values.
+    assert infer.shape == (height, width)
+    assert _relative_error(got[0, 0], infer) < 0.05
+
+
+def test_graph_resizes_to_the_nearest_patch_multiple(exported, monkeypatch):
+    model, _ = exported
+    seen = []
+
+    def decoder(features, query):
+        seen.append(tuple(features[0].shape[-2:]))
+        return torch.ones(1, 1, 16 * features[0].shape[-2], 16 * features[0].shape[-1])
+
+    monkeypatch.setattr(model.decoder, "forward", decoder)
+    with torch.no_grad():
+        DepthGraph(model, model.query())(torch.rand(1, 3, 100, 130))
+    assert seen == [(6, 8)]  # 100/16 = 6.25 -> 6 patches, 130/16 = 8.1 -> 8 patches (96x128)
+
+
 def test_verify_onnx_reports_each_size(exported):
     model, path = exported
-    errors = verify_onnx(model, path, [(64, 96), (96, 64)], batch=2)
-    assert set(errors) == {(64, 96), (96, 64)}
+    errors = verify_onnx(model, path, [(64, 96), (96, 64), (100, 130)], batch=2)
+    assert set(errors) == {(64, 96), (96, 64), (100, 130)}
     assert all(0 <= e <= MAX_RELATIVE_ERROR for e in errors.values())
+
+
+def test_metadata_describes_the_graph(exported):
+    model, path = exported
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert props["preset"] == "tiny" and props["units"] == "metres" and props["precision"] == "fp32"
+    assert float(props["max_depth"]) == model.max_depth
+    assert int(props["patch_size"]) == model.patch_size
+    assert np.allclose(json.loads(props["mean"]), model.image_encoder.mean.flatten().tolist())
+    assert np.allclose(json.loads(props["std"]), model.image_encoder.std.flatten().tolist())
+    assert "Bx3xHxW RGB in [0, 1]" in props["input"]
+
+
+def test_fp16_export_is_smaller_and_close(exported, tmp_path):
+    model, path = exported
+    half = tmp_path / "half.onnx"
+    export_onnx(model, half, sample_size=(64, 96), fp16=True)
+    assert half.stat().st_size < 0.7 * path.stat().st_size
+    props = {p.key: p.value for p in onnx.load(str(half)).metadata_props}
+    assert props["precision"] == "fp16"
+    errors = verify_onnx(model, half, [(64, 96), (100, 130)])
+    assert all(0 < e <= 2e-2 for e in errors.values())  # float16 rounding, not float32 identity
+    assert model.image_encoder.mean.dtype == torch.float32  # the live model stays float32
 
 
 def test_query_is_a_constant_of_the_graph(exported, tmp_path):
@@ -94,10 +147,12 @@ def test_query_is_a_constant_of_the_graph(exported, tmp_path):
 def test_export_leaves_the_model_as_it_was(tmp_path):
     model = clip2depth.create_model("tiny").train()
     images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    types_before = [type(m) for m in model.modules()]
+    attributes_before = [sorted(vars(m)) for m in model.modules()]
     export_onnx(model, tmp_path / "m.onnx", sample_size=(64, 64))
     assert model.training and not model.image_encoder.visual.training
-    assert "positional_embedding" not in vars(model.image_encoder)
-    assert not any("forward" in vars(m) for m in model.modules())
+    assert [type(m) for m in model.modules()] == types_before  # no module swapped or patched in the live model
+    assert [sorted(vars(m)) for m in model.modules()] == attributes_before
     assert torch.backends.mha.get_fastpath_enabled()
     model.eval()
     with torch.no_grad():
@@ -109,7 +164,7 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
 def test_bad_sizes_and_opset_are_config_errors(tmp_path):
     model = clip2depth.create_model("tiny")
     with pytest.raises(clip2depth.ConfigError, match="multiples of the patch size 16"):
-        export_onnx(model, tmp_path / "m.onnx", sample_size=(100, 64))
+        export_onnx(model, tmp_path / "m.onnx", sample_size=(100, 64))  # the traced sample only
     for opset in (13, 99):
         with pytest.raises(clip2depth.ConfigError, match=f"opset {opset} is not supported"):
             export_onnx(model, tmp_path / "m.onnx", opset=opset)
@@ -137,7 +192,7 @@ def _cli(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_cli_exports_and_checks_two_sizes_by_default(exported, tmp_path, capsys):
+def test_cli_exports_and_checks_three_sizes_by_default(exported, tmp_path, capsys):
     model, _ = exported
     model_dir = tmp_path / "model"
     model.save_pretrained(str(model_dir))
@@ -145,10 +200,11 @@ def test_cli_exports_and_checks_two_sizes_by_default(exported, tmp_path, capsys)
     assert export_command.run(_cli(["export", "--model", str(model_dir), "--onnx", str(out)])) == 0
     printed = capsys.readouterr().out
     assert "224x320: max relative error" in printed and "352x480: max relative error" in printed
+    assert "100x130: max relative error" in printed  # a size that is not a patch multiple
     assert out.is_file()
 
 
-@pytest.mark.parametrize(("sizes", "message"), [(["64"], "H W pairs"), (["64", "100"], "--check-sizes 64x100")])
+@pytest.mark.parametrize(("sizes", "message"), [(["64"], "H W pairs"), (["64", "0"], "--check-sizes 64x0")])
 def test_cli_refuses_bad_check_sizes_before_exporting(tmp_path, sizes, message):
     args = _cli(["export", "--model", "tiny", "--onnx", str(tmp_path / "m.onnx"), "--check-sizes", *sizes])
     with pytest.raises(clip2depth.ConfigError, match=message):

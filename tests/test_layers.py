@@ -17,13 +17,6 @@ ROOT = "clip2depth"
 LAYERS = ["errors", "io", "models", "data", "evaluation", "inference", "training", "reporting", "analysis",
           "app", "cli"]
 
-# Known violations other branches are removing; the lead empties this set after merging them.
-# Entries are (importing module, imported module). Nothing else may be added here.
-KNOWN_VIOLATIONS_TO_FIX: set[tuple[str, str]] = {
-    ("clip2depth.models.clip2depth", "clip2depth.models.checkpoint"),
-}
-
-
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -142,16 +135,6 @@ def test_imported_modules_counts_function_local_and_relative_imports(tmp_path: P
 
 
 def test_no_import_cycles() -> None:
-    graph = import_graph()
-    for src, dst in KNOWN_VIOLATIONS_TO_FIX:
-        graph[src].discard(dst)
-    cycles = find_cycles(graph)
+    cycles = find_cycles(import_graph())
     assert not cycles, "import cycles (function-local imports count):\n" + "\n".join(
         "  " + " <-> ".join(c) for c in cycles)
-
-
-def test_known_violations_still_exist() -> None:
-    """Once a listed import is gone, its entry must go too, so the set only ever shrinks."""
-    graph = import_graph()
-    fixed = sorted((s, d) for s, d in KNOWN_VIOLATIONS_TO_FIX if d not in graph.get(s, set()))
-    assert not fixed, f"remove from KNOWN_VIOLATIONS_TO_FIX: {fixed}"

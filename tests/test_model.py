@@ -295,3 +295,39 @@ def test_unknown_precision_is_refused(tiny_model):
 
     with pytest.raises(ConfigError, match="precision 'int8' is not one of fp32, bf16, fp16"):
         predict_depth(tiny_model, torch.rand(1, 3, 32, 32), precision="int8")
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"), [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
+def test_auto_device_prefers_cuda_then_apple_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    from clip2depth.models.factory import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto") == expected
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_model_modules_import_each_other_without_cycles():
+    """No import cycle in models/, counting function-local and type-checking imports too."""
+    import ast
+    from pathlib import Path
+
+    root = Path(clip2depth.__file__).parent / "models"
+    graph = {}
+    for path in root.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("clip2depth.models"):
+                parts = node.module.split(".")
+                names |= {parts[2]} if len(parts) > 2 else {a.name for a in node.names}
+        graph[path.stem] = names - {path.stem}
+
+    def reaches(start, target, seen=()):
+        return any(n == target or (n not in seen and reaches(n, target, (*seen, n))) for n in graph.get(start, ()))
+
+    cycles = [name for name in graph if reaches(name, name)]
+    assert not cycles, cycles
+    assert "checkpoint" in graph["clip2depth"] and "clip2depth" not in graph["checkpoint"]
+    assert "factory" not in graph["clip2depth"]

@@ -106,7 +106,7 @@ def nearest_tokens(model: Clip2Depth, k: int = 5) -> list[dict[str, Any]]:
 def text_features(model: Clip2Depth, prompts: Sequence[str]) -> torch.Tensor:
     """CLIP's ``encode_text`` of each prompt (P×Q), computed with the model's own frozen text tower."""
     tokens = _tokenizer(model)(list(prompts)).to(model.device)
-    return model.prompt_encoder._encode_text(tokens).float()
+    return model.prompt_encoder.encode_tokens(tokens).float()
 
 
 @torch.no_grad()

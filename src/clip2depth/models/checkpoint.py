@@ -2,6 +2,9 @@
 
 Loading is strict: the file's checksum, the CLIP it was made for, the set of tensor names and every
 shape must match, or one :class:`CheckpointError` says what differs. Nothing here unpickles.
+
+This module sits below the model class: it reads a model only through :class:`CheckpointModel`
+(structural typing), so ``Clip2Depth.save_pretrained`` can import it without an import cycle.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -18,9 +22,7 @@ from safetensors.torch import save_file
 
 from clip2depth.errors import CheckpointError
 from clip2depth.io.atomic import atomic_path, atomic_write_json
-
-if TYPE_CHECKING:
-    from clip2depth.models.clip2depth import Clip2Depth
+from clip2depth.models.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,21 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "clip2depth"
 FORMAT_VERSION = 1
+
+
+class CheckpointModel(Protocol):
+    """What saving and loading need from a model (``Clip2Depth`` provides it)."""
+
+    config: ModelConfig
+    clip_weights: str | None
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def clip_record(self) -> dict[str, Any]: ...
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]: ...
+
+    def named_buffers(self) -> Iterator[tuple[str, torch.Tensor]]: ...
 
 
 def is_model_dir(path: str | Path) -> bool:
@@ -51,7 +68,7 @@ def save_state(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, s
     return digest
 
 
-def save_pretrained(model: Clip2Depth, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
+def save_pretrained(model: CheckpointModel, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write a directory that :func:`clip2depth.create_model` loads.
 
     The weights go first and the config (which records their checksum) last, each atomically, so an
@@ -65,11 +82,7 @@ def save_pretrained(model: Clip2Depth, directory: str | Path, extra: dict[str, A
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": model.config.to_dict(),
-        "clip": {
-            "weights": model.clip_weights,
-            "image_width": model.image_encoder.width,
-            "query_dim": model.prompt_encoder.query_dim,
-        },
+        "clip": model.clip_record(),
         "weights_sha256": digest,
     }
     if extra:
@@ -96,7 +109,7 @@ def read_model_dir(directory: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_trained_state(model: Clip2Depth, directory: str | Path, expected_sha256: str | None) -> None:
+def load_trained_state(model: CheckpointModel, directory: str | Path, expected_sha256: str | None) -> None:
     """Strictly load ``model.safetensors`` from ``directory`` into ``model``."""
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
-from typing import TypeAlias
+from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from clip2depth.errors import DataError
+from clip2depth.errors import CheckpointError, ConfigError, DataError
 from clip2depth.io.images import load_image, to_rgb_uint8
-from clip2depth.models.config import ModelConfig
-from clip2depth.models.decoder import FiLMDepthDecoder
+from clip2depth.models import checkpoint
+from clip2depth.models.clip_backbone import build_clip
+from clip2depth.models.config import ModelConfig, list_models, load_preset
+from clip2depth.models.decoder import FiLMDepthDecoder, default_head_strides
+from clip2depth.models.hub import HF_PREFIX, download_model_dir, upload_model_dir
 from clip2depth.models.image_encoder import FrozenImageEncoder
 from clip2depth.models.infer import image_tensor, predict_batch, size_batches
 from clip2depth.models.prompt_encoder import PromptEncoder
@@ -26,7 +31,8 @@ ImageLike: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray | torch
 class Clip2Depth(nn.Module):
     """Metric depth from a frozen CLIP.
 
-    Built by :func:`clip2depth.create_model`; composed by injection so each part can be swapped.
+    Built by :meth:`from_pretrained` (alias of :func:`clip2depth.create_model`) or :meth:`from_config`;
+    composed by injection so each part can be swapped.
     ``forward`` is for training (batched tensors in, metres out); ``infer`` is for users (one image of
     any size in, an H×W float32 numpy array of metres out).
     """
@@ -46,6 +52,103 @@ class Clip2Depth(nn.Module):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.decoder = decoder
+
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, *, clip_weights: str | None, device: str | torch.device = "cpu"
+    ) -> Clip2Depth:
+        """A fresh model (untrained mirror and decoder) for ``config`` on CLIP weights ``clip_weights``."""
+        bundle = build_clip(
+            config.clip_model,
+            weights=clip_weights,
+            reference_tag=config.clip_pretrained,
+            quick_gelu=config.clip_quick_gelu,
+            seed=config.clip_init_seed,
+        )
+        clip = bundle.model
+        image_encoder = FrozenImageEncoder(
+            clip.visual, blocks=config.blocks, mean=bundle.mean, std=bundle.std,
+            trainable_blocks=config.unfreeze_image_blocks,
+        )
+        prompt_encoder = PromptEncoder(
+            clip, mode=config.prompt_mode, mirror_length=config.mirror_length,
+            mirror_init_std=config.mirror_init_std, prompt=config.prompt, tokenizer_name=bundle.tokenizer_name,
+        )
+        decoder = FiLMDepthDecoder(
+            in_width=image_encoder.width,
+            num_levels=len(config.blocks),
+            query_dim=0 if config.prompt_mode == "none" else prompt_encoder.query_dim,
+            reduce_dim=config.reduce_dim,
+            heads=config.decoder_heads,
+            ffn_dim=config.decoder_ffn_dim,
+            layers_per_level=config.decoder_layers_per_level,
+            dropout=config.decoder_dropout,
+            head_strides=config.head_strides or default_head_strides(image_encoder.patch_size),
+            head_type=config.head_type,
+            max_depth=config.max_depth,
+        )
+        if config.prompt_mode == "none":
+            prompt_encoder.requires_grad_(False)
+        model = cls(
+            config=config, image_encoder=image_encoder, prompt_encoder=prompt_encoder, decoder=decoder,
+            clip_weights=clip_weights,
+        )
+        return model.to(device).eval()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_dir: str | Path,
+        pretrained: str | None = None,
+        device: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> Clip2Depth:
+        """A CLIP2Depth model from a preset, a ``save_pretrained`` directory or ``hf-hub:org/name``.
+
+        Args:
+            name_or_dir: a preset name (see :func:`clip2depth.list_models`), a directory written by
+                :meth:`save_pretrained`, or ``hf-hub:org/name[@revision]``.
+            pretrained: CLIP weights: an open_clip tag (``openai``), a local file or open_clip directory,
+                or ``hf-hub:org/clip``. For a preset, ``None`` builds random CLIP weights (with a
+                warning); for a trained directory, ``None`` uses the weights its ``config.json`` records.
+            device: where to put the model.
+            **overrides: :class:`~clip2depth.models.config.ModelConfig` fields to change.
+
+        Returns:
+            The model in eval mode, trained weights loaded when ``name_or_dir`` is a directory.
+        """
+        name = str(name_or_dir)
+        if name.startswith(HF_PREFIX):
+            name = download_model_dir(name)
+        if checkpoint.is_model_dir(name):
+            data = checkpoint.read_model_dir(name)
+            config = ModelConfig.from_dict(data["model"], source=str(Path(name) / checkpoint.CONFIG_NAME))
+            if overrides:
+                config = config.replace(**overrides)
+            clip = data.get("clip")
+            weights = pretrained if pretrained is not None else (clip or {}).get("weights")
+            if weights is not None and not isinstance(weights, str):
+                raise CheckpointError(
+                    f"{Path(name) / checkpoint.CONFIG_NAME}: field 'clip.weights' is {weights!r}, expected a "
+                    "string (an open_clip tag or a path) or null; fix the file or pass --pretrained"
+                )
+            model = cls.from_config(config, clip_weights=weights, device=device)
+            checkpoint.load_trained_state(model, name, data.get("weights_sha256"))
+            return model.eval()
+        if Path(name).exists():
+            raise ConfigError(
+                f"{name} exists but is not a clip2depth model directory (it has no {checkpoint.CONFIG_NAME}); "
+                "pass a preset name or a directory written by save_pretrained"
+            )
+        if _looks_like_path(name):
+            raise ConfigError(
+                f"no such model directory: {name}; pass a directory written by save_pretrained (a training "
+                f"run's best/ or last/) or a preset: {', '.join(list_models())}"
+            )
+        config = load_preset(name)
+        if overrides:
+            config = config.replace(**overrides)
+        return cls.from_config(config, clip_weights=pretrained, device=device)
 
     @property
     def device(self) -> torch.device:
@@ -89,10 +192,6 @@ class Clip2Depth(nn.Module):
             B×1×H×W depth in metres, in (0, max_depth].
         """
         features = self.image_encoder(images)
-        return self.decoder(features, self.query())
-
-    def forward_features(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Decoder only, for precomputed image features (analysis tools)."""
         return self.decoder(features, self.query())
 
     # ------------------------------------------------------------------ inference
@@ -148,11 +247,35 @@ class Clip2Depth(nn.Module):
         """Depth of one image (path, PIL image, array or 3×H×W tensor; see :meth:`infer_batch`), H×W float32 m."""
         return self.infer_batch([image], max_side=max_side, flip_tta=flip_tta, precision=precision)[0]
 
-    def save_pretrained(self, directory: str) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (trained parts only) into ``directory``."""
-        from clip2depth.models.checkpoint import save_pretrained
+    def clip_record(self) -> dict[str, Any]:
+        """What a checkpoint records about the frozen CLIP (its weights and feature sizes)."""
+        return {
+            "weights": self.clip_weights,
+            "image_width": self.image_encoder.width,
+            "query_dim": self.prompt_encoder.query_dim,
+        }
 
-        save_pretrained(self, directory)
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (trained parts only) into ``directory``."""
+        checkpoint.save_pretrained(self, directory)
+
+    def push_to_hub(
+        self, repo_id: str, *, private: bool = False, token: str | None = None,
+        commit_message: str = "Upload clip2depth model",
+    ) -> str:
+        """Save the trained parts and upload them to the Hugging Face Hub repository ``repo_id``.
+
+        Load it back with ``Clip2Depth.from_pretrained("hf-hub:" + repo_id)``. Needs the ``hub`` extra.
+        Returns the URL of the commit.
+        """
+        with tempfile.TemporaryDirectory(prefix="clip2depth-push-") as tmp:
+            self.save_pretrained(tmp)
+            return upload_model_dir(tmp, repo_id, private=private, token=token, commit_message=commit_message)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A model name that can only mean a directory: it has a path separator or starts with ``.``/``~``."""
+    return os.sep in name or "/" in name or name.startswith((".", "~"))
 
 
 def _to_tensor(image: ImageLike) -> torch.Tensor:

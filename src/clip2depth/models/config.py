@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from clip2depth.errors import ConfigError
@@ -50,6 +51,13 @@ class ModelConfig:
     max_depth: float = 10.0
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _has_type(value, hints[f.name]):
+                raise ConfigError(
+                    f"field {f.name!r} is {value!r} ({type(value).__name__}), expected {_type_name(hints[f.name])}"
+                )
         if self.prompt_mode not in PROMPT_MODES:
             raise ConfigError(f"prompt_mode {self.prompt_mode!r} is not one of {', '.join(PROMPT_MODES)}")
         if self.head_type not in HEAD_TYPES:
@@ -72,17 +80,57 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ModelConfig:
+        """Validate ``data`` (field names, types, ranges); errors name ``source`` (a file or preset)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the model config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown model config field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with ``overrides`` applied (unknown names raise :class:`ConfigError`)."""
         data = self.to_dict()
         data.update(overrides)
         return ModelConfig.from_dict(data, source="overrides")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON-read ``value`` fits the annotation ``hint`` (bool is not an int; an int is a float)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, h) for h in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_has_type(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    """``list[int] or null`` for ``list[int] | None``: the type as a JSON user reads it."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if origin is list:
+        item = typing.get_args(hint)[0]
+        plurals = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plurals.get(item, _type_name(item))}"
+    names = {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, str(hint))
 
 
 def _preset_files() -> dict[str, Any]:
@@ -104,11 +152,3 @@ def load_preset(name: str) -> ModelConfig:
     data.setdefault("name", name)
     return ModelConfig.from_dict(data, source=f"preset {name}")
 
-
-def load_config_file(path: str | Path) -> ModelConfig:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read model config {path}: {exc}") from exc
-    return ModelConfig.from_dict(data.get("model", data), source=str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -68,23 +69,35 @@ class FrozenImageEncoder(nn.Module):
         self.visual.eval()
         return self
 
+    def resize_positional_embedding(self, grid: tuple[Any, Any]) -> torch.Tensor:
+        """The pretrained (1 + gh0*gw0)×width positional embedding resized bicubically to ``grid``, uncached.
+
+        The one resize of the package. Under tracing (ONNX export) ``grid`` holds traced sizes, so the
+        resize target follows the input shape; at the pretrained grid bicubic resizing is the identity.
+        """
+        pos = self.visual.positional_embedding.detach()
+        gh0, gw0 = self.pretrained_grid
+        patch_pos = pos[1:].float().reshape(1, gh0, gw0, -1).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
+        patch_pos = patch_pos.flatten(2).transpose(1, 2)[0]
+        return torch.cat([pos[:1].float(), patch_pos], dim=0)
+
     def positional_embedding(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        """(1 + gh*gw, width) positional embedding for a ``grid`` of patches, cached per grid size."""
+        """(1 + gh*gw)×width positional embedding for a ``grid`` of patches.
+
+        Eagerly it is cached per grid size (and the pretrained grid is used as stored); while tracing
+        it is always recomputed, so an exported graph resizes for whatever grid arrives at run time.
+        """
+        if torch.jit.is_tracing():
+            return self.resize_positional_embedding(grid).to(like.dtype)
         key = (grid, like.device, like.dtype)
         cached = self._pos_cache.get(key)
-        if cached is not None:
-            return cached
-        pos = self.visual.positional_embedding.detach()
-        if grid != self.pretrained_grid:
-            cls_pos, patch_pos = pos[:1], pos[1:]
-            gh0, gw0 = self.pretrained_grid
-            patch_pos = patch_pos.reshape(1, gh0, gw0, -1).permute(0, 3, 1, 2).float()
-            patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
-            patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
-            pos = torch.cat([cls_pos.float(), patch_pos], dim=0)
-        pos = pos.to(device=like.device, dtype=like.dtype)
-        self._pos_cache[key] = pos
-        return pos
+        if cached is None:
+            pos = self.visual.positional_embedding.detach()
+            if grid != self.pretrained_grid:
+                pos = self.resize_positional_embedding(grid)
+            cached = self._pos_cache[key] = pos.to(device=like.device, dtype=like.dtype)
+        return cached
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std

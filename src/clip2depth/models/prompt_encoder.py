@@ -112,7 +112,7 @@ class PromptEncoder(nn.Module):
             return None
         if self.mode == "language":
             with torch.no_grad():
-                return self._encode_text(self.prompt_tokens)
+                return self.encode_tokens(self.prompt_tokens)
         sot, eot = self.token_embedding(self.sot_eot_ids).unsqueeze(0).split(1, dim=1)
         parts = [sot]
         if self.mode == "concat":
@@ -120,8 +120,8 @@ class PromptEncoder(nn.Module):
         parts += [self.mirror.unsqueeze(0).to(sot.dtype), eot]
         return self.encode_embeddings(torch.cat(parts, dim=1))
 
-    def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """CLIP's ``encode_text`` on token ids, using the shared frozen modules."""
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CLIP's ``encode_text`` (unnormalised) of P×context token ids → P×query_dim, with the frozen modules."""
         x = self.token_embedding(tokens) + self.positional_embedding
         x = self.transformer(x, attn_mask=self.attn_mask)
         x = self.ln_final(x)
