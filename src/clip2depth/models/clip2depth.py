@@ -13,6 +13,7 @@ from clip2depth.models.decoder import FiLMDepthDecoder
 from clip2depth.models.image_encoder import FrozenImageEncoder
 from clip2depth.models.infer import predict_depth
 from clip2depth.models.prompt_encoder import PromptEncoder
+from clip2depth.models.timm_image_encoder import TimmImageEncoder
 
 
 class Clip2Depth(nn.Module):
@@ -27,7 +28,7 @@ class Clip2Depth(nn.Module):
         self,
         *,
         config: ModelConfig,
-        image_encoder: FrozenImageEncoder,
+        image_encoder: FrozenImageEncoder | TimmImageEncoder,
         prompt_encoder: PromptEncoder,
         decoder: FiLMDepthDecoder,
         clip_weights: str | None = None,

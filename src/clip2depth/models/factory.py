@@ -11,12 +11,13 @@ import torch
 from clip2depth.errors import ConfigError
 from clip2depth.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, is_model_dir, load_trained_state, read_model_dir
 from clip2depth.models.clip2depth import Clip2Depth
-from clip2depth.models.clip_backbone import build_clip
+from clip2depth.models.clip_backbone import ClipBundle, build_clip
 from clip2depth.models.config import ModelConfig, load_preset
 from clip2depth.models.decoder import FiLMDepthDecoder, default_head_strides
 from clip2depth.models.depthclip import DepthCLIP, build_depthclip
 from clip2depth.models.image_encoder import FrozenImageEncoder
 from clip2depth.models.prompt_encoder import PromptEncoder
+from clip2depth.models.timm_image_encoder import TimmImageEncoder, is_timm_tower
 
 logger = logging.getLogger(__name__)
 
@@ -34,25 +35,37 @@ def build_model(config: ModelConfig, *, clip_weights: str | None, device: str | 
         quick_gelu=config.clip_quick_gelu,
         seed=config.clip_init_seed,
     )
+    return assemble_model(config, bundle, device=device)
+
+
+def assemble_model(config: ModelConfig, bundle: ClipBundle, *, device: str | torch.device = "cpu") -> Clip2Depth:
+    """A fresh model for ``config`` around an already built CLIP (its image tower decides the encoder)."""
     clip = bundle.model
-    image_encoder = FrozenImageEncoder(
+    encoder_type = TimmImageEncoder if is_timm_tower(clip.visual) else FrozenImageEncoder
+    image_encoder = encoder_type(
         clip.visual, blocks=config.blocks, mean=bundle.mean, std=bundle.std,
         trainable_blocks=config.unfreeze_image_blocks,
     )
+    grid_stride = config.decoder_stride or max(image_encoder.strides)
+    if image_encoder.patch_size % grid_stride:
+        raise ConfigError(
+            f"decoder_stride {grid_stride} must divide the image encoder's input multiple {image_encoder.patch_size}"
+        )
     prompt_encoder = PromptEncoder(
         clip, mode=config.prompt_mode, mirror_length=config.mirror_length,
         mirror_init_std=config.mirror_init_std, prompt=config.prompt, tokenizer_name=bundle.tokenizer_name,
     )
     decoder = FiLMDepthDecoder(
-        in_width=image_encoder.width,
-        num_levels=len(config.blocks),
+        in_widths=image_encoder.widths,
+        level_strides=image_encoder.strides,
+        grid_stride=grid_stride,
         query_dim=0 if config.prompt_mode == "none" else prompt_encoder.query_dim,
         reduce_dim=config.reduce_dim,
         heads=config.decoder_heads,
         ffn_dim=config.decoder_ffn_dim,
         layers_per_level=config.decoder_layers_per_level,
         dropout=config.decoder_dropout,
-        head_strides=config.head_strides or default_head_strides(image_encoder.patch_size),
+        head_strides=config.head_strides or default_head_strides(grid_stride),
         head_type=config.head_type,
         max_depth=config.max_depth,
     )
@@ -60,7 +73,7 @@ def build_model(config: ModelConfig, *, clip_weights: str | None, device: str | 
         prompt_encoder.requires_grad_(False)
     model = Clip2Depth(
         config=config, image_encoder=image_encoder, prompt_encoder=prompt_encoder, decoder=decoder,
-        clip_weights=clip_weights,
+        clip_weights=bundle.weights,
     )
     return model.to(device).eval()
 
