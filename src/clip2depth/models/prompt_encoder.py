@@ -7,6 +7,7 @@ import torch
 from open_clip.transformer import text_global_pool
 from torch import nn
 
+from clip2depth.errors import ConfigError
 from clip2depth.models.text_towers import PLACEHOLDER_ID, SequenceLayout, pooled_position, text_tower_of
 
 
@@ -40,7 +41,6 @@ class PromptEncoder(nn.Module):
         super().__init__()
         tower = text_tower_of(clip)
         self.mode = mode
-        self.family = tower.family
         self.pool_type = tower.pool_type
         self.eos_id = tower.eos_id
         self.token_embedding = tower.token_embedding
@@ -76,6 +76,8 @@ class PromptEncoder(nn.Module):
             template = template[:length]
             first = len(layout.prefix_ids)
             free = slice(first + (len(words) if mode == "concat" else 0), first + len(inner))
+            if pooled < free.stop - 1 and self.attn_mask is not None:
+                raise ConfigError(f"this text tower pools position {pooled}, which a causal mask hides the mirror from")
             self.register_buffer("prefix_ids", template[: free.start].clone(), persistent=False)
             self.register_buffer("suffix_ids", template[free.stop :].clone(), persistent=False)
             self.pooled_index = pooled

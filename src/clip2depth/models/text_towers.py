@@ -35,7 +35,6 @@ class TextTower:
     bidirectional towers); ``pool_type`` is open_clip's (``argmax``, ``eos``, ``first``, ``last``).
     """
 
-    family: str
     token_embedding: nn.Embedding
     positional_embedding: nn.Parameter
     transformer: nn.Module
@@ -57,7 +56,6 @@ def text_tower_of(clip: nn.Module) -> TextTower:
                 "CLIP2Depth needs an open_clip CLIP with its own text transformer"
             )
         tower = TextTower(
-            family=f"{type(clip).__name__} text transformer",
             token_embedding=clip.token_embedding, positional_embedding=clip.positional_embedding,
             transformer=clip.transformer, ln_final=clip.ln_final, text_projection=clip.text_projection,
             attn_mask=clip.attn_mask, pool_type=clip.text_pool_type, eos_id=getattr(clip, "text_eos_id", None),
@@ -69,7 +67,6 @@ def text_tower_of(clip: nn.Module) -> TextTower:
                 "the mirror supports CLIP, SigLIP, EVA-CLIP, MobileCLIP and ConvNeXt CLIP text towers"
             )
         tower = TextTower(
-            family="TextTransformer",
             token_embedding=text.token_embedding, positional_embedding=text.positional_embedding,
             transformer=text.transformer, ln_final=text.ln_final, text_projection=text.text_projection,
             attn_mask=text.attn_mask, pool_type=text.pool_type, eos_id=text.eos_id,
