@@ -19,7 +19,7 @@ from torch import nn
 import clip2depth
 from clip2depth.analysis.ablation import variant_overrides
 from clip2depth.errors import ConfigError
-from clip2depth.models.clip_backbone import ClipBundle, build_clip
+from clip2depth.models.clip_backbone import ClipBundle, build_clip, register_clip_configs
 from clip2depth.models.config import load_preset
 from clip2depth.models.factory import assemble_model
 from clip2depth.models.text_towers import SequenceLayout, text_tower_of
@@ -29,6 +29,7 @@ TIMM_FAMILIES = FAMILIES[1:]
 HIERARCHICAL = ["tiny-mobileclip", "tiny-convnext"]
 SENTENCE = "a photo of a small cat"
 
+register_clip_configs()  # the tiny configs' tokenizers (context lengths) must be known before any model is built
 _BUNDLES: dict[str, ClipBundle] = {}
 
 

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def is_timm_tower(visual: nn.Module) -> bool:
     """Whether ``visual`` is open_clip's wrapper around a timm model."""
-    return hasattr(visual, "trunk") and hasattr(visual.trunk, "forward_intermediates")
+    return hasattr(visual, "trunk")
 
 
 def _dynamic_size_trunk(trunk: nn.Module) -> nn.Module:
@@ -32,16 +32,20 @@ def _dynamic_size_trunk(trunk: nn.Module) -> nn.Module:
         return trunk
     name = trunk.pretrained_cfg["architecture"]
     reference = next(trunk.parameters())
+    kwargs = dict(pretrained=False, num_classes=trunk.num_classes, global_pool=trunk.global_pool, dynamic_img_size=True)
     with torch.device("meta"):  # no throw-away random initialisation: the weights are copied below
-        rebuilt = timm.create_model(
-            name, pretrained=False, num_classes=trunk.num_classes, global_pool=trunk.global_pool,
-            dynamic_img_size=True,
-        )
-    rebuilt = rebuilt.to_empty(device=reference.device)
-    rebuilt.load_state_dict(trunk.state_dict(), strict=True)
-    for module in rebuilt.modules():  # buffers computed from the config (RoPE bands) were never stored
-        if hasattr(module, "init_non_persistent_buffers"):
+        rebuilt = timm.create_model(name, **kwargs)
+    # Buffers computed from the config (RoPE bands) are not in the state dict: the meta shortcut needs
+    # every module holding one to recompute it; otherwise build normally (a slower random init).
+    computed = [m for m in rebuilt.modules() if m._non_persistent_buffers_set]
+    if all(hasattr(m, "init_non_persistent_buffers") for m in computed):
+        rebuilt = rebuilt.to_empty(device=reference.device)
+        for module in computed:
             module.init_non_persistent_buffers()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            rebuilt = timm.create_model(name, **kwargs).to(reference.device)
+    rebuilt.load_state_dict(trunk.state_dict(), strict=True)
     return rebuilt.to(dtype=reference.dtype)
 
 
@@ -70,8 +74,12 @@ class TimmImageEncoder(nn.Module):
         trainable_blocks: int = 0,
     ) -> None:
         super().__init__()
-        if not is_timm_tower(visual):
-            raise ConfigError(f"{type(visual).__name__} is not a timm image tower with forward_intermediates")
+        if not hasattr(getattr(visual, "trunk", None), "forward_intermediates"):
+            trunk = type(getattr(visual, "trunk", visual)).__name__
+            raise ConfigError(
+                f"the timm image tower {trunk} has no forward_intermediates (needed for its dense features); "
+                "pick another CLIP model or a newer timm"
+            )
         if trainable_blocks:
             raise ConfigError(
                 "unfreeze_image_blocks applies to open_clip's own ViT towers only; set it to 0 for this backbone"
