@@ -129,6 +129,19 @@ def test_blocks_after_the_deepest_used_one_never_run(name):
 
 
 @pytest.mark.parametrize("name", HIERARCHICAL)
+def test_stages_after_the_deepest_used_one_never_run(name):
+    model = _model(name, blocks=[1, 2, 3])
+    later = [model.image_encoder.trunk.stages[3], model.image_encoder.visual.head]
+    called = []
+    hooks = [m.register_forward_hook(lambda *a: called.append(1)) for m in later]
+    features = model.image_encoder(torch.rand(1, 3, 64, 96))
+    for h in hooks:
+        h.remove()
+    assert not called
+    assert [f.shape[-1] for f in features] == [96 // 4, 96 // 8, 96 // 16]
+
+
+@pytest.mark.parametrize("name", HIERARCHICAL)
 def test_hierarchical_levels_are_resampled_to_the_decoder_grid(name):
     model = _model(name)
     assert model.image_encoder.strides == [8, 16, 32]
