@@ -129,8 +129,8 @@ def test_mirror_text_sequence_layout(model):
     enc = model.prompt_encoder
     mirror = enc.mirror.detach()
     length = mirror.shape[0] + 2
-    sot, eot = enc.token_embedding(enc.sot_eot_ids).detach()
-    assert int(enc.sot_eot_ids[0]) == 49406 and int(enc.sot_eot_ids[1]) == 49407  # CLIP's SOT / EOT ids
+    assert enc.prefix_ids.tolist() == [49406] and enc.suffix_ids.tolist() == [49407]  # CLIP's SOT / EOT ids
+    sot, eot = enc.token_embedding(torch.cat([enc.prefix_ids, enc.suffix_ids])).detach()
     x = torch.cat([sot[None], mirror, eot[None]])[None] + enc.positional_embedding[:length]
     causal = torch.full((length, length), float("-inf")).triu(1)
     with torch.no_grad():

@@ -8,6 +8,8 @@ fields changed through ``model_overrides``:
 ``mirror_length=N`` ``prompt_mode=mirror``, ``mirror_length`` = N
 ``finetune=K``      ``prompt_mode=mirror``, ``unfreeze_image_blocks`` = K (the last K CLIP image blocks
                     that run are trained too: the "fine-tuning CLIP" comparison)
+``backbone=PRESET`` the frozen CLIP of another preset (e.g. ``clip2depth-eva02-b-16``): its
+                    :data:`BACKBONE_FIELDS`; decoder, prompt mode and depth range stay the recipe's
 ==================  =====================================================================
 
 Each variant trains into ``<out>/<variant>/`` (a normal run directory) and its ``best/`` (or ``last/``)
@@ -31,7 +33,7 @@ from clip2depth.errors import ConfigError
 from clip2depth.evaluation.metrics import METRIC_KEYS, lower_is_better
 from clip2depth.io.atomic import atomic_path, atomic_write_json
 from clip2depth.models.checkpoint import is_model_dir, read_model_dir
-from clip2depth.models.config import PROMPT_MODES
+from clip2depth.models.config import PROMPT_MODES, list_models, load_preset
 from clip2depth.training.config import Recipe, read_recipe_file
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,12 @@ TEMPORAL_KEYS: tuple[str, ...] = ("flicker", "change_error", "scale_drift")
 """Columns added by ``temporal_frames`` (see :func:`clip2depth.evaluation.temporal.temporal_metrics`)."""
 
 # Recipe fields that cannot change the trained weights: a run differing only in these is reused.
+BACKBONE_FIELDS: tuple[str, ...] = (
+    "clip_model", "clip_pretrained", "clip_quick_gelu", "blocks", "decoder_stride", "head_strides", "mirror_length",
+)
+"""What ``backbone=PRESET`` takes from the preset: the CLIP, its feature levels, and the mirror length its
+text context allows."""
+
 _NEUTRAL_KEYS = {"train": ("num_workers", "log_every", "tensorboard", "time_limit_s")}
 _MARKER = "ablation_run.json"
 
@@ -64,7 +72,7 @@ def variant_overrides(name: str) -> dict[str, Any]:
     """The ``model_overrides`` of a variant name (see the module docstring)."""
     key, sep, value = name.partition("=")
     if not sep:
-        raise ConfigError(f"variant {name!r}: expected prompt=MODE, mirror_length=N or finetune=K")
+        raise ConfigError(f"variant {name!r}: expected prompt=MODE, mirror_length=N, finetune=K or backbone=PRESET")
     if key == "prompt":
         if value not in PROMPT_MODES:
             raise ConfigError(f"variant {name!r}: prompt mode must be one of {', '.join(PROMPT_MODES)}")
@@ -76,12 +84,24 @@ def variant_overrides(name: str) -> dict[str, Any]:
             raise ConfigError(f"variant {name!r}: {key} needs an integer") from None
         field_name = "mirror_length" if key == "mirror_length" else "unfreeze_image_blocks"
         return {"prompt_mode": "mirror", field_name: number}
-    raise ConfigError(f"unknown variant {name!r}; use prompt=MODE, mirror_length=N or finetune=K")
+    if key == "backbone":
+        if value not in list_models():
+            raise ConfigError(f"variant {name!r}: backbone must be a preset name, one of {', '.join(list_models())}")
+        preset = load_preset(value).to_dict()
+        return {field_name: preset[field_name] for field_name in BACKBONE_FIELDS}
+    raise ConfigError(f"unknown variant {name!r}; use prompt=MODE, mirror_length=N, finetune=K or backbone=PRESET")
 
 
 def variant_recipe(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
-    """``recipe`` with ``overrides`` merged into its ``model_overrides`` (checked by the model config)."""
-    return recipe.replace(model_overrides={**recipe.model_overrides, **overrides})
+    """``recipe`` with ``overrides`` merged into its ``model_overrides`` (checked by the model config).
+
+    A variant on another CLIP (``backbone=PRESET``) trains on that CLIP's own pretrained tag when the
+    recipe asks for real weights: the recipe's tag (e.g. ``openai``) names weights of its own CLIP only.
+    """
+    changes: dict[str, Any] = {"model_overrides": {**recipe.model_overrides, **overrides}}
+    if "clip_model" in overrides and recipe.pretrained is not None:
+        changes["pretrained"] = overrides.get("clip_pretrained")
+    return recipe.replace(**changes)
 
 
 def resolved_model_config(recipe: Recipe) -> dict[str, Any] | None:

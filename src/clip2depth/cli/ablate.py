@@ -12,7 +12,8 @@ HELP = "train and evaluate prompt modes, mirror lengths and a fine-tuned CLIP wi
 EPILOG = """variants (default: all of these):
   prompt=mirror prompt=language prompt=concat prompt=none
   mirror_length=1 mirror_length=4 mirror_length=16 mirror_length=64
-  finetune=1            (any prompt=MODE, mirror_length=N, finetune=K is accepted)
+  finetune=1            (any prompt=MODE, mirror_length=N, finetune=K is accepted;
+                         backbone=PRESET swaps in another preset's CLIP, e.g. backbone=clip2depth-eva02-b-16)
 
 examples:
   clip2depth ablate --recipe synthetic --out runs/ablation

@@ -16,13 +16,14 @@ from torch import nn
 from clip2depth.errors import CheckpointError, ConfigError, DataError
 from clip2depth.io.images import load_image, to_rgb_uint8
 from clip2depth.models import checkpoint
-from clip2depth.models.clip_backbone import build_clip
+from clip2depth.models.clip_backbone import ClipBundle, build_clip
 from clip2depth.models.config import ModelConfig, list_models, load_preset
 from clip2depth.models.decoder import FiLMDepthDecoder, default_head_strides
 from clip2depth.models.hub import HF_PREFIX, download_model_dir, upload_model_dir
 from clip2depth.models.image_encoder import FrozenImageEncoder
 from clip2depth.models.infer import image_tensor, predict_batch, size_batches
 from clip2depth.models.prompt_encoder import PromptEncoder
+from clip2depth.models.timm_image_encoder import TimmImageEncoder, is_timm_tower
 
 ImageLike: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
 """What :meth:`Clip2Depth.infer` accepts."""
@@ -41,7 +42,7 @@ class Clip2Depth(nn.Module):
         self,
         *,
         config: ModelConfig,
-        image_encoder: FrozenImageEncoder,
+        image_encoder: FrozenImageEncoder | TimmImageEncoder,
         prompt_encoder: PromptEncoder,
         decoder: FiLMDepthDecoder,
         clip_weights: str | None = None,
@@ -65,25 +66,38 @@ class Clip2Depth(nn.Module):
             quick_gelu=config.clip_quick_gelu,
             seed=config.clip_init_seed,
         )
+        return cls.assemble(config, bundle, device=device)
+
+    @classmethod
+    def assemble(cls, config: ModelConfig, bundle: ClipBundle, *, device: str | torch.device = "cpu") -> Clip2Depth:
+        """A fresh model for ``config`` around an already built CLIP (its image tower decides the encoder)."""
         clip = bundle.model
-        image_encoder = FrozenImageEncoder(
+        encoder_type = TimmImageEncoder if is_timm_tower(clip.visual) else FrozenImageEncoder
+        image_encoder = encoder_type(
             clip.visual, blocks=config.blocks, mean=bundle.mean, std=bundle.std,
             trainable_blocks=config.unfreeze_image_blocks,
         )
+        grid_stride = config.decoder_stride or max(image_encoder.strides)
+        if image_encoder.patch_size % grid_stride:
+            raise ConfigError(
+                f"decoder_stride {grid_stride} must divide the image encoder's input multiple "
+                f"{image_encoder.patch_size}"
+            )
         prompt_encoder = PromptEncoder(
             clip, mode=config.prompt_mode, mirror_length=config.mirror_length,
             mirror_init_std=config.mirror_init_std, prompt=config.prompt, tokenizer_name=bundle.tokenizer_name,
         )
         decoder = FiLMDepthDecoder(
-            in_width=image_encoder.width,
-            num_levels=len(config.blocks),
+            in_widths=image_encoder.widths,
+            level_strides=image_encoder.strides,
+            grid_stride=grid_stride,
             query_dim=0 if config.prompt_mode == "none" else prompt_encoder.query_dim,
             reduce_dim=config.reduce_dim,
             heads=config.decoder_heads,
             ffn_dim=config.decoder_ffn_dim,
             layers_per_level=config.decoder_layers_per_level,
             dropout=config.decoder_dropout,
-            head_strides=config.head_strides or default_head_strides(image_encoder.patch_size),
+            head_strides=config.head_strides or default_head_strides(grid_stride),
             head_type=config.head_type,
             max_depth=config.max_depth,
         )
@@ -91,7 +105,7 @@ class Clip2Depth(nn.Module):
             prompt_encoder.requires_grad_(False)
         model = cls(
             config=config, image_encoder=image_encoder, prompt_encoder=prompt_encoder, decoder=decoder,
-            clip_weights=clip_weights,
+            clip_weights=bundle.weights,
         )
         return model.to(device).eval()
 

@@ -32,7 +32,8 @@ class ModelConfig:
     clip_pretrained: str | None = "openai"
     clip_quick_gelu: bool | None = None  # None: follow the pretrained tag's open_clip config
     clip_init_seed: int = 0  # seeds random CLIP weights so a random-CLIP checkpoint reloads exactly
-    # Image features: 1-based transformer block numbers whose patch tokens feed the decoder.
+    # Image features: 1-based block numbers whose patch tokens feed the decoder (for a hierarchical timm
+    # tower such as ConvNeXt or FastViT: stage numbers, as in timm's feature_info).
     blocks: list[int] = field(default_factory=lambda: [3, 6, 9])
     unfreeze_image_blocks: int = 0  # >0 only for the "fine-tuning" ablation: last k used blocks train
     # Text side.
@@ -47,7 +48,10 @@ class ModelConfig:
     decoder_layers_per_level: int = 1
     decoder_dropout: float = 0.0
     head_type: str = "deconv"
-    head_strides: list[int] | None = None  # None: derived from the patch size (16 -> [4, 4])
+    head_strides: list[int] | None = None  # None: derived from the decoder grid's stride (16 -> [4, 4])
+    # Input pixels per token of the decoder's grid; levels of other strides are resampled to it.
+    # None: the coarsest used level's stride (the patch size of a ViT).
+    decoder_stride: int | None = None
     max_depth: float = 10.0
 
     def __post_init__(self) -> None:
@@ -66,6 +70,8 @@ class ModelConfig:
             raise ConfigError(f"blocks must be increasing 1-based block numbers, got {self.blocks}")
         if self.mirror_length < 1:
             raise ConfigError(f"mirror_length must be >= 1, got {self.mirror_length}")
+        if self.decoder_stride is not None and self.decoder_stride < 1:
+            raise ConfigError(f"decoder_stride must be >= 1 or null, got {self.decoder_stride}")
         if self.max_depth <= 0:
             raise ConfigError(f"max_depth must be positive, got {self.max_depth}")
         if self.reduce_dim % self.decoder_heads:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 def default_head_strides(patch_size: int) -> list[int]:
-    """Split the ×patch upsampling into two stages (16 → 4·4, 14 → 2·7, 32 → 4·8)."""
+    """Split the ×patch (or ×grid stride) upsampling into two stages (16 → 4·4, 14 → 2·7, 32 → 4·8)."""
     best = (patch_size, 1)
     for a in range(1, patch_size + 1):
         if patch_size % a == 0:
@@ -50,11 +51,14 @@ class FiLMDepthDecoder(nn.Module):
 
     From the deepest level to the shallowest: ``a = reduce_l(x_l) + a``; after the deepest level,
     FiLM ``a = W_mul(q) ⊙ a + W_add(q)``; then transformer encoder layer(s) of width ``reduce_dim``.
-    The head maps the token grid back to the input resolution.
+    Levels of other strides than ``grid_stride`` (hierarchical towers) are resampled to that grid after
+    their reduction (area average when finer, bilinear when coarser). The head maps the token grid back
+    to the input resolution.
 
     Args:
-        in_width: channel width of each image feature map.
-        num_levels: number of feature maps.
+        in_widths: channel width of each image feature map, shallowest first.
+        level_strides: input pixels per cell of each map (all equal to the patch size for a ViT).
+        grid_stride: input pixels per token of the grid the transformer layers work on.
         query_dim: size of ``q`` (0 disables FiLM: the ``none`` prompt mode).
         max_depth: output range is (0, max_depth] metres.
     """
@@ -62,8 +66,9 @@ class FiLMDepthDecoder(nn.Module):
     def __init__(
         self,
         *,
-        in_width: int,
-        num_levels: int,
+        in_widths: list[int],
+        level_strides: list[int],
+        grid_stride: int,
         query_dim: int,
         reduce_dim: int,
         heads: int,
@@ -76,7 +81,10 @@ class FiLMDepthDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.max_depth = float(max_depth)
-        self.reduces = nn.ModuleList(nn.Linear(in_width, reduce_dim) for _ in range(num_levels))
+        num_levels = len(in_widths)
+        self.level_strides = list(level_strides)
+        self.grid_stride = int(grid_stride)
+        self.reduces = nn.ModuleList(nn.Linear(width, reduce_dim) for width in in_widths)
         self.film_mul = nn.Linear(query_dim, reduce_dim) if query_dim else None
         self.film_add = nn.Linear(query_dim, reduce_dim) if query_dim else None
         self.blocks = nn.ModuleList(
@@ -101,12 +109,16 @@ class FiLMDepthDecoder(nn.Module):
         Returns:
             B×1×(h·s)×(w·s) depth in (0, max_depth] metres.
         """
-        b, _, h, w = features[0].shape
+        b, _, hc, wc = features[-1].shape
+        h = hc * self.level_strides[-1] // self.grid_stride
+        w = wc * self.level_strides[-1] // self.grid_stride
         a = None
         for level, (x, reduce, block) in enumerate(
             zip(reversed(features), reversed(self.reduces), reversed(self.blocks), strict=True)
         ):
             tokens = reduce(x.flatten(2).transpose(1, 2).to(reduce.weight.dtype))
+            if x.shape[-2:] != (h, w):
+                tokens = _resample_tokens(tokens, x.shape[-2:], (h, w))
             a = tokens if a is None else tokens + a
             if level == 0 and self.film_mul is not None:
                 if query is None:
@@ -118,3 +130,13 @@ class FiLMDepthDecoder(nn.Module):
         logits = self.head(grid)
         # The floor keeps depth strictly positive (log-space losses and metrics) even if sigmoid underflows.
         return self.max_depth * torch.sigmoid(logits.float()).clamp_min(1e-6)
+
+
+def _resample_tokens(tokens: torch.Tensor, size: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
+    """B×(h·w)×D tokens of an h×w grid → B×(th·tw)×D on the ``target`` grid (area when shrinking)."""
+    grid = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *size)
+    if size[0] >= target[0] and size[1] >= target[1]:
+        grid = F.adaptive_avg_pool2d(grid, target)
+    else:
+        grid = F.interpolate(grid, size=target, mode="bilinear", align_corners=False)
+    return grid.flatten(2).transpose(1, 2)

@@ -51,6 +51,8 @@ class FrozenImageEncoder(nn.Module):
         self.patch_size = int(visual.patch_size[0])
         self.width = int(visual.conv1.out_channels)
         self.pretrained_grid = tuple(int(g) for g in visual.grid_size)
+        self.widths = [self.width] * len(blocks)  # per level, as the decoder takes them from any tower
+        self.strides = [self.patch_size] * len(blocks)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._pos_cache: dict[tuple, torch.Tensor] = {}

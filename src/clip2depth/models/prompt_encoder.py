@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import open_clip
 import torch
+from open_clip.transformer import text_global_pool
 from torch import nn
 
 from clip2depth.errors import ConfigError
+from clip2depth.models.text_towers import PLACEHOLDER_ID, SequenceLayout, pooled_position, text_tower_of
 
 
 class PromptEncoder(nn.Module):
@@ -14,10 +16,12 @@ class PromptEncoder(nn.Module):
 
     Modes (docs/method.md#the-model):
 
-    - ``mirror``: ``[SOT, M, EOT]`` + positional embedding through the frozen text transformer (causal
-      mask), ``ln_final``, EOT position, ``text_projection``. ``M`` (L×width) is the only trainable part.
-    - ``language``: the tokenized natural-language prompt through the unmodified ``encode_text``.
-    - ``concat``: ``[SOT, frozen subword embeddings of the prompt, M, EOT]``.
+    - ``mirror``: ``M`` (L×width, the only trainable part) laid out like the words of a tokenized text
+      (CLIP: ``[SOT, M, EOT]``; SigLIP: ``M`` then padding to the full context) + positional embedding,
+      through the frozen text transformer with its family's mask (causal for CLIP), ``ln_final``, the
+      family's pooled position (CLIP: EOT; SigLIP: last), ``text_projection``.
+    - ``language``: the tokenized natural-language prompt through the tower's unmodified ``encode_text``.
+    - ``concat``: ``[specials, frozen subword embeddings of the prompt, M, specials]``.
     - ``none``: no text conditioning (``forward`` returns ``None``).
 
     ``q`` does not depend on the image. In eval mode it is cached and recomputed only when the mirror
@@ -35,19 +39,16 @@ class PromptEncoder(nn.Module):
         tokenizer_name: str,
     ) -> None:
         super().__init__()
-        for attr in ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection"):
-            if not hasattr(clip, attr):
-                raise ConfigError(
-                    f"{type(clip).__name__} has no standard CLIP text tower (missing {attr}); "
-                    "CLIP2Depth needs an open_clip CLIP with its own text transformer"
-                )
+        tower = text_tower_of(clip)
         self.mode = mode
-        self.token_embedding = clip.token_embedding
-        self.positional_embedding = clip.positional_embedding
-        self.transformer = clip.transformer
-        self.ln_final = clip.ln_final
-        self.text_projection = clip.text_projection
-        self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
+        self.pool_type = tower.pool_type
+        self.eos_id = tower.eos_id
+        self.token_embedding = tower.token_embedding
+        self.positional_embedding = tower.positional_embedding
+        self.transformer = tower.transformer
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.text_projection
+        self.register_buffer("attn_mask", tower.attn_mask, persistent=False)
         for module in (self.token_embedding, self.transformer, self.ln_final):
             for p in module.parameters():
                 p.requires_grad_(False)
@@ -57,28 +58,37 @@ class PromptEncoder(nn.Module):
         if isinstance(self.text_projection, nn.Linear):
             self.text_projection.requires_grad_(False)
 
-        context = int(self.positional_embedding.shape[0])
         width = int(self.token_embedding.weight.shape[1])
-        tokens = open_clip.get_tokenizer(tokenizer_name)([prompt])  # 1 × context
-        eot_pos = int(tokens.argmax(dim=-1))
+        tokenizer = open_clip.get_tokenizer(tokenizer_name)
+        layout = SequenceLayout.from_tokenizer(tokenizer)
+        tokens = tokenizer([prompt])  # 1 × context
+        words = layout.words(tokens[0])
         self.register_buffer("prompt_tokens", tokens, persistent=False)
-        self.register_buffer("sot_eot_ids", tokens[0, [0, eot_pos]].clone(), persistent=False)
-        self.register_buffer("prompt_word_ids", tokens[0, 1:eot_pos].clone(), persistent=False)
+        self.register_buffer("prompt_word_ids", torch.tensor(words, dtype=torch.long), persistent=False)
 
         self.mirror: nn.Parameter | None = None
         if mode in ("mirror", "concat"):
-            length = 2 + mirror_length + (eot_pos - 1 if mode == "concat" else 0)
-            if length > context:
-                raise ConfigError(
-                    f"the {mode} sequence needs {length} positions but the text encoder has {context}; "
-                    "use a shorter mirror_length or prompt"
-                )
+            inner = (words if mode == "concat" else []) + [PLACEHOLDER_ID] * mirror_length
+            template = torch.tensor(layout.template(inner), dtype=torch.long)
+            pooled = pooled_position(template, self.pool_type, self.eos_id)
+            # Under a causal mask nothing after the pooled position can change it: those positions never run.
+            length = pooled + 1 if self.attn_mask is not None else len(template)
+            template = template[:length]
+            first = len(layout.prefix_ids)
+            free = slice(first + (len(words) if mode == "concat" else 0), first + len(inner))
+            if pooled < free.stop - 1 and self.attn_mask is not None:
+                raise ConfigError(f"this text tower pools position {pooled}, which a causal mask hides the mirror from")
+            self.register_buffer("prefix_ids", template[: free.start].clone(), persistent=False)
+            self.register_buffer("suffix_ids", template[free.stop :].clone(), persistent=False)
+            self.pooled_index = pooled
             self.mirror = nn.Parameter(torch.randn(mirror_length, width) * mirror_init_std)
-        self.query_dim = int(
-            self.text_projection.out_features
-            if isinstance(self.text_projection, nn.Linear)
-            else self.text_projection.shape[1]
-        )
+        projection = self.text_projection
+        if projection is None:
+            self.query_dim = width
+        elif isinstance(projection, nn.Linear):
+            self.query_dim = int(projection.out_features)
+        else:
+            self.query_dim = int(projection.shape[1])
         self._cache_key: tuple | None = None
         self._cache: torch.Tensor | None = None
 
@@ -89,14 +99,16 @@ class PromptEncoder(nn.Module):
         return self
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
+        if self.text_projection is None:
+            return x
         if isinstance(self.text_projection, nn.Linear):
             return self.text_projection(x)
         return x @ self.text_projection
 
     def encode_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Run a 1×n×width embedding sequence (SOT ... EOT) through the frozen text encoder.
+        """Run a 1×n×width embedding sequence, laid out like a tokenized text, through the frozen tower.
 
-        Returns the projected feature at the last (EOT) position, shape 1×query_dim.
+        The family's mask applies; the feature at the pooled position is projected, shape 1×query_dim.
         """
         n = embeddings.shape[1]
         cast = self.transformer.get_cast_dtype() if hasattr(self.transformer, "get_cast_dtype") else torch.float32
@@ -104,7 +116,7 @@ class PromptEncoder(nn.Module):
         mask = self.attn_mask[:n, :n] if self.attn_mask is not None else None
         x = self.transformer(x, attn_mask=mask)
         x = self.ln_final(x)
-        return self._project(x[:, -1])
+        return self._project(x[:, self.pooled_index])
 
     def compute_query(self) -> torch.Tensor | None:
         """The query ``q`` (1×query_dim), or ``None`` in mode ``none``; never cached."""
@@ -113,25 +125,23 @@ class PromptEncoder(nn.Module):
         if self.mode == "language":
             with torch.no_grad():
                 return self.encode_tokens(self.prompt_tokens)
-        sot, eot = self.token_embedding(self.sot_eot_ids).unsqueeze(0).split(1, dim=1)
-        parts = [sot]
-        if self.mode == "concat":
-            parts.append(self.token_embedding(self.prompt_word_ids).unsqueeze(0))
-        parts += [self.mirror.unsqueeze(0).to(sot.dtype), eot]
-        return self.encode_embeddings(torch.cat(parts, dim=1))
+        prefix = self.token_embedding(self.prefix_ids).unsqueeze(0)
+        suffix = self.token_embedding(self.suffix_ids).unsqueeze(0)
+        return self.encode_embeddings(torch.cat([prefix, self.mirror.unsqueeze(0).to(prefix.dtype), suffix], dim=1))
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """CLIP's ``encode_text`` (unnormalised) of P×context token ids → P×query_dim, with the frozen modules."""
-        x = self.token_embedding(tokens) + self.positional_embedding
+        """The tower's ``encode_text`` on B×context token ids (its own mask and pooling), B×query_dim."""
+        cast = self.transformer.get_cast_dtype() if hasattr(self.transformer, "get_cast_dtype") else torch.float32
+        x = self.token_embedding(tokens).to(cast) + self.positional_embedding.to(cast)
         x = self.transformer(x, attn_mask=self.attn_mask)
         x = self.ln_final(x)
-        return self._project(x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)])
+        return self._project(text_global_pool(x, tokens, self.pool_type, eos_token_id=self.eos_id))
 
     def forward(self) -> torch.Tensor | None:
         """The query; cached when no gradient is wanted, recomputed whenever the mirror changed."""
         if torch.is_grad_enabled() and self.mirror is not None and self.mirror.requires_grad:
             return self.compute_query()
-        ref = self.mirror if self.mirror is not None else self.sot_eot_ids
+        ref = self.mirror if self.mirror is not None else self.prompt_tokens
         key = (self.mode, id(ref), ref._version, ref.device, ref.dtype)
         if self._cache is None or self._cache_key != key:
             with torch.no_grad():
