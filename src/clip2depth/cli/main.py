@@ -11,7 +11,7 @@ from clip2depth import __version__
 from clip2depth.errors import Clip2DepthError
 
 COMMANDS = [
-    "info", "eval", "train", "demo", "predict", "export", "ablate", "consistency", "inspect_mirror",
+    "info", "eval", "train", "demo", "predict", "export", "ablate", "consistency", "inspect_mirror", "app",
 ]
 
 
