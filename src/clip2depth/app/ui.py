@@ -130,14 +130,14 @@ def _image_tab(model: nn.Module, folders: RequestFolders) -> None:
     depth_state = gr.State()
 
     @_page_errors
-    def run_image(path: str | None, side: float, prec: str, fov_deg: float, exif: bool) -> tuple:
-        result = _predict(model, folders, path, max_side=int(side), precision=prec, fov_deg=fov_deg, use_exif=exif)
+    def run_image(upload: dict | None, side: float, prec: str, fov_deg: float, exif: bool) -> tuple:
+        result = _predict(model, folders, upload, max_side=int(side), precision=prec, fov_deg=fov_deg, use_exif=exif)
         return (result.colour, result.readout(), str(result.view), str(result.png16), str(result.npy),
                 str(result.ply), result.depth)  # fmt: skip
 
     @_page_errors
-    def run_api(path: str | None) -> tuple[np.ndarray, str]:
-        result = _predict(model, folders, path)
+    def run_api(upload: dict | None) -> tuple[np.ndarray, str]:
+        result = _predict(model, folders, upload)
         return result.colour, str(result.png16)
 
     def read_pixel(depth: np.ndarray | None, event: gr.SelectData) -> str:
@@ -146,20 +146,25 @@ def _image_tab(model: nn.Module, folders: RequestFolders) -> None:
         x, y = event.index
         return depth_at(depth, int(x), int(y))
 
+    # preprocess=False: the uploaded file reaches predict_image undecoded, so a broken file gets our message
+    # (Gradio's own decoding would fail first, with a generic error) and the pixel limit is checked before decoding.
     run.click(
         run_image, [image, max_side, precision, fov, use_exif], [colour, readout, view, png16, npy, ply, depth_state],
-        api_visibility="private",
+        api_visibility="private", preprocess=False,
     )  # fmt: skip
     colour.select(read_pixel, [depth_state], readout, api_visibility="private", queue=False)
     # The scripting endpoint: the same prediction, image in, colour depth and 16-bit PNG out.
     api = gr.Button(visible=False)
-    api.click(run_api, image, [colour, png16], api_name="predict")
+    api.click(run_api, image, [colour, png16], api_name="predict", preprocess=False)
 
 
-def _predict(model: nn.Module, folders: RequestFolders, path: str | None, **kwargs: Any) -> DepthResult:
-    if not path:
+def _predict(model: nn.Module, folders: RequestFolders, upload: dict | None, **kwargs: Any) -> DepthResult:
+    """Depth for an image component's raw value (Gradio's file record: the upload's ``path`` on the server)."""
+    if not upload:
         raise gr.Error("Upload, paste or take a photo first (or pick an example).", print_exception=False)
-    return predict_image(model, path, folders.new(), **kwargs)
+    if not upload.get("path"):
+        raise gr.Error("The image did not arrive as a file; save it and upload the file.", print_exception=False)
+    return predict_image(model, upload["path"], folders.new(), **kwargs)
 
 
 def _video_tab(model: nn.Module, folders: RequestFolders) -> None:
