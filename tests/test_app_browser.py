@@ -71,7 +71,7 @@ def browser_page(chromium: str):
             executable_path=chromium, headless=True, args=["--no-sandbox", "--use-gl=swiftshader"]
         )
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100}, accept_downloads=True)
             page.set_default_timeout(PAGE_TIMEOUT_MS)
             yield page
         finally:
@@ -90,15 +90,26 @@ def estimate_depth(page, url: str, image: str | Path) -> np.ndarray:
     page.locator("#run").click()
     shown = page.locator("#depth-image img").first
     shown.wait_for()
-    page.locator("#point-cloud canvas").first.wait_for()
-    page.locator("#download-png16 a").first.wait_for()
+    wait_for_point_cloud(page)
     png = page.request.get(shown.get_attribute("src")).body()
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
+def wait_for_point_cloud(page, timeout_s: float = 20.0) -> None:
+    """Wait until the 3D viewer's canvas shows many colours (an empty viewer is one flat colour)."""
+    canvas = page.locator("#point-cloud canvas").first
+    canvas.wait_for()
+    for _ in range(int(timeout_s / 0.5)):
+        shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"))
+        if len(np.unique(shot.reshape(-1, 3), axis=0)) > 50:
+            return
+        page.wait_for_timeout(500)
+    raise AssertionError("the 3D view stayed empty")
+
+
 def download_png16(page, target: Path) -> Path:
     with page.expect_download() as info:
-        page.locator("#download-png16 a").first.click()
+        page.locator("#download-png16").click()
     info.value.save_as(target)
     return target
 
@@ -149,7 +160,7 @@ def test_browser_upload_shows_depth_3d_view_and_downloads_png16(app_url, chromiu
         page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
         page.get_by_text("Depth at pixel").wait_for()
         assert " m" in page.locator("#readout").inner_text()
-        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        page.screenshot(path=str(tmp_path / "app.png"))
     assert (tmp_path / "app.png").stat().st_size > 10_000
 
 
@@ -199,9 +210,8 @@ def main() -> None:
         raise SystemExit("no Chromium found; apt-get install -y chromium")
     with serve(args.model) as url, browser_page(chromium) as page:
         estimate_depth(page, url, args.image or example_images()[0])
-        page.locator("#point-cloud canvas").first.scroll_into_view_if_needed()
-        page.wait_for_timeout(1500)  # let the 3D viewer draw its first frame
-        page.screenshot(path=str(args.out), full_page=True)
+        wait_for_point_cloud(page)
+        page.screenshot(path=str(args.out))
     print(args.out)
 
 

@@ -121,12 +121,18 @@ def _image_tab(model: nn.Module, folders: RequestFolders) -> None:
             )  # fmt: skip
             readout = gr.Markdown(elem_id="readout")
             view = gr.Model3D(
-                label="3D point cloud (drag to turn)", display_mode="point_cloud", elem_id="point-cloud"
+                label="3D point cloud (drag to turn, scroll to zoom)", display_mode="point_cloud",
+                camera_position=(110, 75, None), elem_id="point-cloud",
             )
             with gr.Row():
-                png16 = gr.File(label=f"16-bit PNG (depth × {DEPTH_SCALE:g}: millimetres)", elem_id="download-png16")
-                npy = gr.File(label=".npy (float32 metres)", elem_id="download-npy")
-                ply = gr.File(label=".ply (points in metres)", elem_id="download-ply")
+                png16 = gr.DownloadButton("16-bit PNG (mm)", elem_id="download-png16")
+                npy = gr.DownloadButton(".npy (metres)", elem_id="download-npy")
+                ply = gr.DownloadButton(".ply (points)", elem_id="download-ply")
+            gr.Markdown(
+                f"Downloads: 16-bit PNG of depth × {DEPTH_SCALE:g} (millimetres; 0 = no depth), same size as the "
+                "photo · `.npy`: float32 metres · `.ply`: coloured points in metres, camera frame "
+                "(x right, y down, z forward)."
+            )
     depth_state = gr.State()
 
     @_page_errors
