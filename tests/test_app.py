@@ -233,6 +233,13 @@ def test_predict_video_writes_a_colour_depth_video(model, tmp_path):
         predict_video(model, _photo(tmp_path / "p.png"), tmp_path / "out2", max_side=64)
 
 
+def test_cli_app_listens_on_this_machine_only_by_default():
+    from clip2depth.cli.main import build_parser
+
+    args = build_parser()[0].parse_args(["app"])
+    assert (args.host, args.port, args.share, args.model) == ("127.0.0.1", 7860, False, None)
+
+
 def test_cli_app_refuses_bad_flags_before_serving(tmp_path):
     assert_user_error(run_cli("app", "--port", "70000"), "--port 70000")
     assert_user_error(run_cli("app", "--model", "tiny", "--max-upload-mb", "0"), "--max-upload-mb")

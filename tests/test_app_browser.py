@@ -175,11 +175,34 @@ def test_browser_bad_file_gives_a_message_not_a_trace(app_url, chromium, tmp_pat
         assert "Traceback" not in page.content()
 
 
+def test_browser_video_tab_writes_a_depth_video(app_url, chromium, tmp_path):
+    pytest.importorskip("av", reason="videos need PyAV: pip install 'clip2depth[video]'")
+    from clip2depth.io.video import VideoWriter, video_info
+
+    clip = tmp_path / "walk.mp4"
+    with VideoWriter(clip, fps=10, size=(64, 48)) as writer:
+        for i in range(5):
+            writer.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
+    with browser_page(chromium) as page:
+        page.goto(app_url)
+        page.get_by_role("tab", name="Video").click()
+        page.locator("#input-video input[type=file]").set_input_files(str(clip))
+        page.locator("#input-video video").first.wait_for()
+        page.locator("#run-video").click()
+        shown = page.locator("#depth-video video").first
+        shown.wait_for()
+        (tmp_path / "depth.mp4").write_bytes(page.request.get(shown.get_attribute("src")).body())
+    info = video_info(tmp_path / "depth.mp4")
+    assert info.height == 48 and info.width > 64  # the frames plus a colour bar in metres
+
+
 def test_gradio_client_predict_endpoint(app_url, tmp_path):
     from gradio_client import Client, handle_file
 
     photo = _photo(tmp_path / "photo.png", size=(96, 64))
-    colour, png16 = Client(app_url, verbose=False).predict(handle_file(str(photo)), api_name="/predict")
+    client = Client(app_url, verbose=False)
+    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/predict"]
+    colour, png16 = client.predict(handle_file(str(photo)), api_name="/predict")
     with Image.open(colour) as image:
         assert image.height == 64 and image.width > 96
     with Image.open(png16) as image:
