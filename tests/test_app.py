@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import struct
 import zlib
 
@@ -244,3 +245,11 @@ def test_cli_app_refuses_bad_flags_before_serving(tmp_path):
     assert_user_error(run_cli("app", "--port", "70000"), "--port 70000")
     assert_user_error(run_cli("app", "--model", "tiny", "--max-upload-mb", "0"), "--max-upload-mb")
     assert_user_error(run_cli("app", "--model", str(tmp_path / "no_such_model")), "no_such_model")
+
+
+def test_cli_app_port_in_use_is_a_user_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_user_error(run_cli("app", "--model", "tiny", "--port", port), f"127.0.0.1:{port}", "--port")

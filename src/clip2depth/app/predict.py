@@ -342,11 +342,14 @@ def predict_video(
 class RequestFolders:
     """One fresh output folder per request under ``root``; folders older than an hour are removed.
 
+    Without ``root``, a temporary folder that is deleted when the app exits.
+
     The page's files are copied by Gradio when shown, so old request folders are only clutter.
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="clip2depth-app-"))
+        self._temporary = tempfile.TemporaryDirectory(prefix="clip2depth-app-") if root is None else None
+        self.root = Path(root) if root is not None else Path(self._temporary.name)  # removed at exit
         self.root.mkdir(parents=True, exist_ok=True)
 
     def new(self) -> Path:

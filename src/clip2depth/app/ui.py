@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -65,13 +66,19 @@ def _page_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def build_app(model: nn.Module | None, info: ModelInfo | None, *, work_dir: str | Path | None = None) -> Any:
+def build_app(
+    model: nn.Module | None, info: ModelInfo | None, *, work_dir: str | Path | None = None
+) -> gr.Blocks:
     """The page for ``model`` (described by ``info``); with no model, a page that says how to get one.
 
+    Args:
+        work_dir: where each request's files are written (default: a temporary folder removed at exit).
+
     Returns:
-        A ``gradio.Blocks``; start it with :func:`launch`.
+        The page; serve it with :func:`launch`.
     """
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
+    # No usage analytics leave the machine; Gradio's copies of served files are removed after an hour.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}")
         if model is None or info is None:
             gr.Markdown(NO_MODEL_MESSAGE, elem_id="no-model")
@@ -193,27 +200,38 @@ def _video_tab(model: nn.Module, folders: RequestFolders) -> None:
 
 
 def launch(
-    demo: Any,
+    demo: gr.Blocks,
     *,
     host: str = "127.0.0.1",
     port: int = 7860,
     share: bool = False,
     max_upload_mb: int = 25,
     block: bool = True,
-) -> Any:
+) -> None:
     """Serve ``demo``: one model run at a time, uploads capped at ``max_upload_mb``.
 
     Args:
-        block: wait until the server stops (Ctrl-C); False returns at once (tests).
+        block: serve until Ctrl-C, which stops the server and is raised again (the CLI exits with 130);
+            False returns once the server is up (tests), and ``demo.close()`` stops it.
+
+    Raises:
+        OSError: the port is taken or the address is not this machine's.
     """
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
-    return demo.launch(
+    demo.launch(
         server_name=host,
         server_port=port,
         share=share,
         max_file_size=f"{max_upload_mb}mb",
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         show_error=False,
-        quiet=True,
+        quiet=not share,  # the CLI prints the local address; Gradio prints the public link of --share
         footer_links=["api"],
     )
+    if not block:
+        return
+    try:
+        while True:
+            time.sleep(1.0)
+    finally:
+        demo.close()
