@@ -96,15 +96,27 @@ def estimate_depth(page, url: str, image: str | Path) -> np.ndarray:
 
 
 def wait_for_point_cloud(page, timeout_s: float = 20.0) -> None:
-    """Wait until the 3D viewer's canvas shows many colours (an empty viewer is one flat colour)."""
+    """Wait until the 3D viewer's canvas shows a coloured cloud (an empty viewer has a few hundred shades at most)."""
     canvas = page.locator("#point-cloud canvas").first
     canvas.wait_for()
     for _ in range(int(timeout_s / 0.5)):
         shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"))
-        if len(np.unique(shot.reshape(-1, 3), axis=0)) > 50:
+        if len(np.unique(shot.reshape(-1, 3), axis=0)) > 1000:
             return
         page.wait_for_timeout(500)
     raise AssertionError("the 3D view stayed empty")
+
+
+def screenshot(page, path: Path, attempts: int = 20) -> None:
+    """Save a screenshot of the page once the 3D view shows up in it (WebGL can lag behind the page)."""
+    box = page.locator("#point-cloud canvas").first.bounding_box()
+    for _ in range(attempts):
+        shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+        x, y, w, h = (int(box[k]) for k in ("x", "y", "width", "height"))
+        if len(np.unique(shot[y : y + h, x : x + w].reshape(-1, 3), axis=0)) > 1000:
+            break
+        page.wait_for_timeout(500)
+    Image.fromarray(shot).save(path)
 
 
 def download_png16(page, target: Path) -> Path:
@@ -160,7 +172,7 @@ def test_browser_upload_shows_depth_3d_view_and_downloads_png16(app_url, chromiu
         page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
         page.get_by_text("Depth at pixel").wait_for()
         assert " m" in page.locator("#readout").inner_text()
-        page.screenshot(path=str(tmp_path / "app.png"))
+        screenshot(page, tmp_path / "app.png")
     assert (tmp_path / "app.png").stat().st_size > 10_000
 
 
@@ -233,8 +245,7 @@ def main() -> None:
         raise SystemExit("no Chromium found; apt-get install -y chromium")
     with serve(args.model) as url, browser_page(chromium) as page:
         estimate_depth(page, url, args.image or example_images()[0])
-        wait_for_point_cloud(page)
-        page.screenshot(path=str(args.out))
+        screenshot(page, args.out)
     print(args.out)
 
 
