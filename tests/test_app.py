@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("gradio", reason="the web app needs the app extra: pip install 'clip2depth[app]'")
+gradio = pytest.importorskip("gradio", reason="the web app needs the app extra: pip install 'clip2depth[app]'")
 
 from clip2depth.app.predict import (  # noqa: E402
     DEPTH_SCALE,
@@ -208,6 +208,12 @@ def test_page_without_a_model_says_how_to_get_one():
     demo = build_app(None, None)
     texts = [getattr(block, "value", "") or "" for block in demo.blocks.values()]
     assert any("make demo" in str(text) and "--model" in str(text) for text in texts)
+
+
+def test_banner_is_shown_for_random_weights(model, model_dir):
+    demo = build_app(model, describe_model(model, str(model_dir)))
+    banners = [str(block.value) for block in demo.blocks.values() if isinstance(block, gradio.HTML)]
+    assert len(banners) == 1 and "model-banner" in banners[0] and "random CLIP weights" in banners[0]
 
 
 def test_examples_ship_with_the_package():

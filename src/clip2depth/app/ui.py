@@ -12,7 +12,9 @@ endpoint ``predict`` (image in; colour depth and 16-bit PNG out) serves ``gradio
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import re
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -94,9 +96,10 @@ def build_app(
 
 def _model_panel(info: ModelInfo) -> None:
     if info.banner:
+        text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(info.banner))
         gr.HTML(
             f'<div id="model-banner" style="border:2px solid #d97706;background:#fef3c7;color:#78350f;'
-            f'padding:0.6em 1em;border-radius:6px;font-weight:600">⚠ {info.banner}</div>'
+            f'padding:0.6em 1em;border-radius:6px;font-weight:600">⚠ {text}</div>'
         )
     with gr.Accordion("Model", open=False):
         gr.Markdown(info.markdown(), elem_id="model-panel")
