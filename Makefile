@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench clean-venv chromium
 
 $(BIN)/clip2depth: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,18 @@ $(BIN)/clip2depth: pyproject.toml
 demo: $(BIN)/clip2depth
 	$(BIN)/clip2depth demo --out demo_out --overwrite  # a fresh demo each time
 
-test: $(BIN)/clip2depth
+test: $(BIN)/clip2depth chromium
 	$(BIN)/python -m pytest -q
 
+# The web app's browser test drives Debian's Chromium: installed here when missing and possible (root with
+# apt-get); otherwise that test is skipped and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "Chromium not installed: tests/test_app_browser.py will be skipped (apt-get install chromium as root)"
+
 lint: $(BIN)/clip2depth
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 bench: $(BIN)/clip2depth
 	$(BIN)/python benchmarks/speed.py --batches 1  # add 8 for the full table (~20 min on 2 cores)

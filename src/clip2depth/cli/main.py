@@ -22,7 +22,7 @@ from clip2depth.io.progress import progress_enabled, set_progress
 
 COMMANDS = [
     "info", "eval", "train", "demo", "predict", "export", "ablate", "consistency", "inspect_mirror", "data",
-    "reproduce",
+    "reproduce", "app",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130

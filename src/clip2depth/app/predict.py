@@ -1,0 +1,361 @@
+"""What the web app computes for one upload: depth, its pictures, the point cloud and the downloads.
+
+No Gradio here, so every step is testable on its own; :mod:`clip2depth.app.ui` only wires these
+functions to the page. Files are written with the same code as ``clip2depth predict``
+(:func:`clip2depth.inference.predict.write_outputs`), depth comes from the one resize-predict-resize
+(:func:`clip2depth.models.infer.predict_depth`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import ExifTags, Image, UnidentifiedImageError
+from torch import nn
+
+from clip2depth.errors import DataError
+from clip2depth.inference.pointcloud import DEFAULT_FOV_DEG, backproject, valid_mask
+from clip2depth.inference.predict import (
+    DEFAULT_MAX_SIDE,
+    VIDEO_SUFFIX,
+    CameraSpec,
+    PredictOptions,
+    predict_paths,
+    write_outputs,
+)
+from clip2depth.io.colour import colorize_depth, depth_range
+from clip2depth.io.images import load_image
+from clip2depth.io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_path, is_video_path
+from clip2depth.io.ply import save_ply
+from clip2depth.models.checkpoint import is_model_dir
+from clip2depth.models.infer import model_device, predict_depth
+from clip2depth.models.profiling import count_parameters
+
+logger = logging.getLogger(__name__)
+
+MAX_PIXELS = 40_000_000
+"""Largest image accepted, in pixels (a 40-megapixel photo); checked from the header, before decoding,
+so a small file that decompresses into a huge image (a decompression bomb) is refused cheaply."""
+
+MAX_UPLOAD_MB = 25
+"""Largest upload the server accepts, in megabytes (images and videos)."""
+
+DEPTH_SCALE = 1000.0
+"""16-bit PNG units per metre: the downloaded PNG holds millimetres."""
+
+VIEW_POINTS = 120_000
+"""At most this many points are sent to the browser's 3D view (the ``.ply`` download keeps them all)."""
+
+DEMO_MODEL_DIR = Path("demo_out") / "best"
+"""Where ``make demo`` leaves its trained model, relative to the folder the app is started from."""
+
+_FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # "35 mm equivalent" focal lengths refer to this sensor
+_FOCAL_35MM_TAG = 0xA405  # EXIF FocalLengthIn35mmFilm
+_EXIF_IFD = 0x8769
+_REQUEST_MAX_AGE_S = 3600.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model panel shows about the loaded model.
+
+    Attributes:
+        source: what ``--model`` named (a trained-model folder or a preset name).
+        preset: the architecture preset the model was built from.
+        clip_model: open_clip architecture of the frozen CLIP.
+        clip_weights: the CLIP weights loaded (an open_clip tag or a file); None: random weights.
+        trained: whether trained mirror and decoder weights were loaded (False: a bare preset).
+        trainable_parameters: parameters training updates (mirror, decoder).
+        max_depth: largest depth the decoder can output, metres.
+    """
+
+    source: str
+    preset: str
+    clip_model: str
+    clip_weights: str | None
+    trained: bool
+    trainable_parameters: int
+    max_depth: float
+
+    @property
+    def banner(self) -> str | None:
+        """A warning for models whose output says nothing about real photos; None for a usable model."""
+        if not self.trained:
+            return (
+                f"{self.source} is an untrained preset: the decoder has random weights, so the depth shown "
+                "means nothing. Start the app with --model pointing at a trained model (e.g. `make demo`)."
+            )
+        if self.clip_weights is None:
+            return (
+                "This model runs on random CLIP weights (as the demo does): it has only learnt the scenes it "
+                "was trained on, so on real photos its output means nothing. Train with real CLIP weights "
+                "(--clip-pretrained openai) for a model that sees."
+            )
+        return None
+
+    def markdown(self) -> str:
+        """The model panel as a Markdown table."""
+        rows = [
+            ("model", f"`{self.source}`"),
+            ("preset", f"`{self.preset}`"),
+            ("CLIP", f"`{self.clip_model}`"),
+            ("CLIP weights", f"`{self.clip_weights}`" if self.clip_weights else "**random** (no pretrained CLIP)"),
+            ("trained mirror + decoder", "yes" if self.trained else "**no** (untrained preset)"),
+            ("trainable parameters", f"{self.trainable_parameters:,}"),
+            ("max depth", f"{self.max_depth:g} m"),
+        ]
+        return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
+
+
+def describe_model(model: nn.Module, source: str) -> ModelInfo:
+    """The model panel's facts about ``model``, loaded from ``source`` (folder or preset name)."""
+    config = getattr(model, "config", None)
+    return ModelInfo(
+        source=source,
+        preset=getattr(config, "name", source),
+        clip_model=getattr(config, "clip_model", "unknown"),
+        clip_weights=getattr(model, "clip_weights", None),
+        trained=is_model_dir(source) or source.startswith("hf-hub:"),
+        trainable_parameters=count_parameters(model)[0],
+        max_depth=float(getattr(model, "max_depth", float("nan"))),
+    )
+
+
+def default_model_source(model: str | None, cwd: str | os.PathLike[str] = ".") -> str | None:
+    """The model the app serves: ``model`` if given, else the demo's trained model if present, else None."""
+    if model:
+        return model
+    demo = Path(cwd) / DEMO_MODEL_DIR
+    return str(demo) if is_model_dir(demo) else None
+
+
+NO_MODEL_MESSAGE = f"""\
+## No model to serve yet
+
+The app shows the depth predicted by a trained clip2depth model, and none was found: no `--model` was
+given and there is no `{DEMO_MODEL_DIR.as_posix()}` in the folder the app was started from.
+
+- Train the small demo model (about 3 minutes on a laptop CPU), then start the app again from the same folder:
+  `make demo` (or `clip2depth demo --out demo_out`), then `clip2depth app`.
+- Or point the app at a trained model: `clip2depth app --model runs/nyu/best` (a folder written by
+  `clip2depth train`) or `--model hf-hub:org/name`.
+"""
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def exif_fov_deg(image: Image.Image) -> float | None:
+    """Horizontal field of view (degrees) of the upright image from EXIF ``FocalLengthIn35mmFilm``, or None.
+
+    A 35 mm-equivalent focal length ``f`` gives the angle across the diagonal of a 36×24 mm frame;
+    the horizontal field of view of an upright W×H image is then ``2·atan(d·W / (√(W²+H²) · 2f))``
+    with ``d`` = 43.27 mm, whatever the sensor's aspect ratio.
+    """
+    try:
+        exif = image.getexif()
+        focal = exif.get(_FOCAL_35MM_TAG) or exif.get_ifd(_EXIF_IFD).get(_FOCAL_35MM_TAG)
+        orientation = exif.get(ExifTags.Base.Orientation, 1)
+    except Exception as exc:  # malformed EXIF is common and must not make the photo unreadable
+        logger.debug("unreadable EXIF (%s: %s)", type(exc).__name__, exc)
+        return None
+    if not focal or float(focal) <= 0:
+        return None
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):  # stored sideways: the upright image swaps width and height
+        width, height = height, width
+    across = _FULL_FRAME_DIAGONAL_MM * width / math.hypot(width, height)
+    return math.degrees(2.0 * math.atan(across / (2.0 * float(focal))))
+
+
+def load_upload(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float | None]:
+    """Read an uploaded image: (H×W×3 uint8 RGB upright, horizontal FOV in degrees from EXIF or None).
+
+    Raises:
+        DataError: not an image type, larger than ``max_pixels``, or unreadable; the message says what to do.
+    """
+    path = Path(path)
+    if not is_image_path(path):
+        raise DataError(
+            f"{path.name} is not an image file; upload one of {', '.join(sorted(IMAGE_EXTENSIONS))}"
+        )
+    try:
+        with Image.open(path) as img:  # reads the header only: the size is known before any decoding
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DataError(
+                    f"{path.name} is {width}×{height} = {width * height / 1e6:.0f} megapixels, more than the "
+                    f"{max_pixels / 1e6:.0f} allowed; downscale it first"
+                )
+            fov = exif_fov_deg(img)
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path.name} cannot be read as an image ({exc}); upload a photo") from exc
+    return load_image(path), fov
+
+
+@dataclass(frozen=True)
+class DepthResult:
+    """Everything the page shows for one image.
+
+    Attributes:
+        depth: H×W float32 depth in metres, at the input's size.
+        colour: H×W'×3 uint8 colour depth with a colour bar in metres on the right (W' > W).
+        min_m, max_m: smallest and largest valid depth, metres.
+        fov_deg: horizontal field of view used for the point cloud, degrees.
+        fov_from_exif: whether ``fov_deg`` came from the photo's EXIF (else from the slider).
+        png16: uint16 PNG of depth × :data:`DEPTH_SCALE` (millimetres), same size as the input.
+        npy: float32 metres.
+        ply: coloured points in metres, camera frame (x right, y down, z forward), all valid pixels.
+        view: a subsample of ``ply`` turned y-up for the browser's 3D viewer.
+    """
+
+    depth: np.ndarray
+    colour: np.ndarray
+    min_m: float
+    max_m: float
+    fov_deg: float
+    fov_from_exif: bool
+    png16: Path
+    npy: Path
+    ply: Path
+    view: Path
+
+    def readout(self) -> str:
+        """One Markdown line: depth range, size, camera."""
+        height, width = self.depth.shape
+        camera = "from the photo's EXIF" if self.fov_from_exif else "set by the slider"
+        return (
+            f"**{self.min_m:.2f} m** nearest · **{self.max_m:.2f} m** farthest · {width}×{height} px · "
+            f"point cloud: {self.fov_deg:.0f}° horizontal field of view ({camera}). "
+            "Click on the depth image to read the depth at a pixel."
+        )
+
+
+def predict_image(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    precision: str = "fp32",
+    fov_deg: float = DEFAULT_FOV_DEG,
+    use_exif: bool = True,
+    max_pixels: int = MAX_PIXELS,
+) -> DepthResult:
+    """Predict the depth of the image at ``path`` and write its downloads into ``out_dir``.
+
+    Args:
+        model: depth model (on its device).
+        max_side: larger images are predicted downscaled to this longest side; outputs stay full size.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (:data:`clip2depth.models.infer.PRECISIONS`).
+        fov_deg: horizontal field of view for the point cloud when EXIF gives none (or ``use_exif`` is off).
+        max_pixels: refuse larger images (see :data:`MAX_PIXELS`).
+
+    Raises:
+        DataError: the upload is not a readable image within the limits.
+        ConfigError: an unknown precision or a field of view outside (0, 180).
+    """
+    path = Path(path)
+    rgb, exif_fov = load_upload(path, max_pixels=max_pixels)
+    fov_from_exif = use_exif and exif_fov is not None
+    fov = exif_fov if fov_from_exif else fov_deg
+    options = PredictOptions(
+        formats=("png16", "npy", "ply"), depth_scale=DEPTH_SCALE, camera=CameraSpec(fov_deg=fov), max_side=max_side
+    )
+    images = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).to(model_device(model), torch.float32) / 255.0
+    depth = predict_depth(model, images, max_side=max_side, precision=precision)[0, 0].cpu().numpy()
+    base = Path(out_dir) / f"{path.stem}_depth"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    png16, npy, ply = write_outputs(base, rgb, depth, options)
+    view = base.with_name(base.name + "_view.ply")
+    _write_view(view, depth, rgb, options.camera)
+    lo, hi = depth_range(depth)
+    return DepthResult(
+        depth=depth,
+        colour=colorize_depth(depth, colorbar=True),
+        min_m=lo,
+        max_m=hi,
+        fov_deg=float(fov),
+        fov_from_exif=fov_from_exif,
+        png16=png16,
+        npy=npy,
+        ply=ply,
+        view=view,
+    )
+
+
+def _write_view(path: Path, depth: np.ndarray, rgb: np.ndarray, camera: CameraSpec) -> None:
+    """At most :data:`VIEW_POINTS` evenly spread points, in the viewer's y-up, z-towards-viewer frame."""
+    height, width = depth.shape
+    points = backproject(depth, camera.intrinsics(width, height))
+    colours = rgb[valid_mask(depth)]
+    keep = np.linspace(0, len(points) - 1, num=min(len(points), VIEW_POINTS)).astype(np.intp)
+    save_ply(path, points[keep] * np.array([1.0, -1.0, -1.0], dtype=np.float32), colours[keep])
+
+
+def depth_at(depth: np.ndarray, x: int, y: int) -> str:
+    """What the page says when the colour depth is clicked at column ``x``, row ``y`` (Markdown)."""
+    height, width = depth.shape
+    if not (0 <= y < height and 0 <= x < width):
+        return "That is the colour bar; click on the depth image itself."
+    value = float(depth[y, x])
+    if not (math.isfinite(value) and value > 0):
+        return f"No valid depth at pixel ({x}, {y})."
+    return f"Depth at pixel ({x}, {y}): **{value:.3f} m**"
+
+
+# --------------------------------------------------------------------------------------------- videos
+
+
+def predict_video(
+    model: nn.Module, path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, max_side: int | None
+) -> Path:
+    """Colour depth video (colour bar in metres, one scale for all frames) of the video at ``path``.
+
+    Uses ``clip2depth predict``'s video path (:func:`clip2depth.inference.predict.predict_paths`).
+
+    Raises:
+        DataError: not a video type, or the video cannot be read.
+    """
+    path = Path(path)
+    if not is_video_path(path):
+        raise DataError(f"{path.name} is not a video file; upload one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+    options = PredictOptions(formats=("color",), colorbar=True, max_side=max_side)
+    report = predict_paths(model, [path], out_dir=out_dir, options=options, progress=False)
+    if report.failed:
+        raise DataError(f"{path.name}: {report.failed[0][1]}")
+    return next(p for p in report.outputs if p.name.endswith(VIDEO_SUFFIX))
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+class RequestFolders:
+    """One fresh output folder per request under ``root``; folders older than an hour are removed.
+
+    Without ``root``, a temporary folder that is deleted when the app exits.
+
+    The page's files are copied by Gradio when shown, so old request folders are only clutter.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self._temporary = tempfile.TemporaryDirectory(prefix="clip2depth-app-") if root is None else None
+        self.root = Path(root) if root is not None else Path(self._temporary.name)  # removed at exit
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def new(self) -> Path:
+        """A new empty folder for one request's outputs."""
+        cutoff = time.time() - _REQUEST_MAX_AGE_S
+        for old in self.root.iterdir():
+            if old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self.root))
