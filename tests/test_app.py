@@ -29,10 +29,10 @@ from clip2depth.app.ui import build_app, example_images  # noqa: E402
 from clip2depth.errors import ConfigError, DataError  # noqa: E402
 from clip2depth.inference.pointcloud import Intrinsics, backproject  # noqa: E402
 from clip2depth.io.depth import load_depth_png16  # noqa: E402
-from clip2depth.io.ply import load_ply  # noqa: E402
 from clip2depth.models.factory import create_model  # noqa: E402
 from clip2depth.models.infer import predict_depth  # noqa: E402
 from clirun import assert_user_error, run_cli  # noqa: E402
+from plyread import load_ply  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +138,11 @@ def test_exif_focal_length_sets_the_point_cloud_camera(model, tmp_path):
 def test_exif_fov_follows_the_upright_image(tmp_path):
     landscape = _photo(tmp_path / "a.jpg", size=(80, 60), exif=_exif(focal_35mm=26))
     sideways = _photo(tmp_path / "b.jpg", size=(80, 60), exif=_exif(focal_35mm=26, orientation=6))
-    with Image.open(landscape) as a, Image.open(sideways) as b:
-        wide, narrow = exif_fov_deg(a), exif_fov_deg(b)
+    (_, wide), (upright, narrow) = load_upload(landscape), load_upload(sideways)
+    assert upright.shape[:2] == (80, 60)  # shown rotated: 60 wide, 80 high
     assert narrow < wide  # a portrait photo sees less across its width
-    with Image.open(_photo(tmp_path / "none.jpg")) as plain:
-        assert exif_fov_deg(plain) is None
+    assert narrow == pytest.approx(exif_fov_deg(sideways, 60, 80))
+    assert exif_fov_deg(_photo(tmp_path / "none.jpg"), 80, 60) is None
 
 
 def test_bad_uploads_give_messages(tmp_path):
@@ -233,7 +233,7 @@ def test_predict_video_writes_a_colour_depth_video(model, tmp_path):
     with VideoWriter(clip, fps=10, size=(64, 48)) as writer:
         for i in range(4):
             writer.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
-    out = predict_video(model, clip, tmp_path / "out", max_side=64)
+    out = predict_video(model, clip, tmp_path / "out", max_side=64, precision="bf16")
     info = video_info(out)
     assert out.name == "clip_depth.mp4" and info.height == 48 and info.width > 64  # colour bar added
     with pytest.raises(DataError, match="not a video file"):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from clip2depth.errors import DataError
@@ -29,11 +29,12 @@ from clip2depth.inference.predict import (
     VIDEO_SUFFIX,
     CameraSpec,
     PredictOptions,
+    output_path,
     predict_paths,
     write_outputs,
 )
 from clip2depth.io.colour import colorize_depth, depth_range
-from clip2depth.io.images import load_image
+from clip2depth.io.images import exif_focal_35mm, focal_pixels_from_35mm, load_image
 from clip2depth.io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_path, is_video_path
 from clip2depth.io.ply import save_ply
 from clip2depth.models.checkpoint import is_model_dir
@@ -58,9 +59,6 @@ VIEW_POINTS = 120_000
 DEMO_MODEL_DIR = Path("demo_out") / "best"
 """Where ``make demo`` leaves its trained model, relative to the folder the app is started from."""
 
-_FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # "35 mm equivalent" focal lengths refer to this sensor
-_FOCAL_35MM_TAG = 0xA405  # EXIF FocalLengthIn35mmFilm
-_EXIF_IFD = 0x8769
 _REQUEST_MAX_AGE_S = 3600.0
 
 
@@ -154,27 +152,17 @@ given and there is no `{DEMO_MODEL_DIR.as_posix()}` in the folder the app was st
 # --------------------------------------------------------------------------------------------- images
 
 
-def exif_fov_deg(image: Image.Image) -> float | None:
-    """Horizontal field of view (degrees) of the upright image from EXIF ``FocalLengthIn35mmFilm``, or None.
+def exif_fov_deg(path: str | os.PathLike[str], width: int, height: int) -> float | None:
+    """Horizontal field of view (degrees) of the upright ``width``×``height`` image at ``path`` from its EXIF
+    35 mm equivalent focal length, or None when it has none.
 
-    A 35 mm-equivalent focal length ``f`` gives the angle across the diagonal of a 36×24 mm frame;
-    the horizontal field of view of an upright W×H image is then ``2·atan(d·W / (√(W²+H²) · 2f))``
-    with ``d`` = 43.27 mm, whatever the sensor's aspect ratio.
+    The focal length in pixels is :func:`~clip2depth.io.images.focal_pixels_from_35mm` (the same rule as
+    ``clip2depth predict``); it depends only on the image diagonal, so the orientation does not change it.
     """
-    try:
-        exif = image.getexif()
-        focal = exif.get(_FOCAL_35MM_TAG) or exif.get_ifd(_EXIF_IFD).get(_FOCAL_35MM_TAG)
-        orientation = exif.get(ExifTags.Base.Orientation, 1)
-    except Exception as exc:  # malformed EXIF is common and must not make the photo unreadable
-        logger.debug("unreadable EXIF (%s: %s)", type(exc).__name__, exc)
+    focal = exif_focal_35mm(path)
+    if focal is None:
         return None
-    if not focal or float(focal) <= 0:
-        return None
-    width, height = image.size
-    if orientation in (5, 6, 7, 8):  # stored sideways: the upright image swaps width and height
-        width, height = height, width
-    across = _FULL_FRAME_DIAGONAL_MM * width / math.hypot(width, height)
-    return math.degrees(2.0 * math.atan(across / (2.0 * float(focal))))
+    return math.degrees(2.0 * math.atan(width / (2.0 * focal_pixels_from_35mm(focal, width, height))))
 
 
 def load_upload(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float | None]:
@@ -196,10 +184,10 @@ def load_upload(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -
                     f"{path.name} is {width}×{height} = {width * height / 1e6:.0f} megapixels, more than the "
                     f"{max_pixels / 1e6:.0f} allowed; downscale it first"
                 )
-            fov = exif_fov_deg(img)
     except (Image.DecompressionBombError, UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path.name} cannot be read as an image ({exc}); upload a photo") from exc
-    return load_image(path), fov
+    rgb = load_image(path)
+    return rgb, exif_fov_deg(path, rgb.shape[1], rgb.shape[0])
 
 
 @dataclass(frozen=True)
@@ -275,7 +263,8 @@ def predict_image(
     depth = predict_depth(model, images, max_side=max_side, precision=precision)[0, 0].cpu().numpy()
     base = Path(out_dir) / f"{path.stem}_depth"
     base.parent.mkdir(parents=True, exist_ok=True)
-    png16, npy, ply = write_outputs(base, rgb, depth, options)
+    write_outputs(base, rgb, depth, options)
+    png16, npy, ply = (output_path(base, fmt) for fmt in options.formats)
     view = base.with_name(base.name + "_view.ply")
     _write_view(view, depth, rgb, options.camera)
     lo, hi = depth_range(depth)
@@ -317,7 +306,8 @@ def depth_at(depth: np.ndarray, x: int, y: int) -> str:
 
 
 def predict_video(
-    model: nn.Module, path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, max_side: int | None
+    model: nn.Module, path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, max_side: int | None,
+    precision: str = "fp32",
 ) -> Path:
     """Colour depth video (colour bar in metres, one scale for all frames) of the video at ``path``.
 
@@ -329,7 +319,7 @@ def predict_video(
     path = Path(path)
     if not is_video_path(path):
         raise DataError(f"{path.name} is not a video file; upload one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
-    options = PredictOptions(formats=("color",), colorbar=True, max_side=max_side)
+    options = PredictOptions(formats=("color",), colorbar=True, max_side=max_side, precision=precision)
     report = predict_paths(model, [path], out_dir=out_dir, options=options, progress=False)
     if report.failed:
         raise DataError(f"{path.name}: {report.failed[0][1]}")

@@ -190,16 +190,17 @@ def _video_tab(model: nn.Module, folders: RequestFolders) -> None:
             video = gr.Video(sources=["upload"], label="Video", elem_id="input-video")
             max_side = gr.Slider(64, 4096, value=640, step=32, label="Max side (px)",
                                  info="frames are predicted downscaled to this longest side")  # fmt: skip
+            precision = gr.Radio(list(PRECISIONS), value="fp32", label="Precision")
             run = gr.Button("Estimate depth video", variant="primary", elem_id="run-video")
         depth_video = gr.Video(label="Depth video", interactive=False, elem_id="depth-video")
 
     @_page_errors
-    def run_video(path: str | None, side: float) -> str:
+    def run_video(path: str | None, side: float, prec: str) -> str:
         if not path:
             raise gr.Error("Upload a video first.", print_exception=False)
-        return str(predict_video(model, path, folders.new(), max_side=int(side)))
+        return str(predict_video(model, path, folders.new(), max_side=int(side), precision=prec))
 
-    run.click(run_video, [video, max_side], depth_video, api_visibility="private")
+    run.click(run_video, [video, max_side, precision], depth_video, api_visibility="private")
 
 
 def launch(

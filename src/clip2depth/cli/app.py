@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
     p.add_argument("--max-upload-mb", type=int, default=None, help="largest upload accepted (default 25)")
     return p
 

@@ -50,7 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="output folder (default runs/consistency); one that already holds consistency.json or "
                         "consistency.png is refused without --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
     return p
 
 

@@ -104,7 +104,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "patch-grid artefact score (patch_artifact) under extra_metrics; see docs/analyses.md")
     p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data loader worker processes (0 = load in the main process)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
     return p
 
 

@@ -45,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     camera.add_argument("--fov", type=float, default=None, metavar="DEG",
                         help="horizontal field of view in degrees, instead of --fx/--fy")
     p.add_argument("--batch-size", type=int, default=4, help="images of the same size predicted together (default 4)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32 (default), or bf16 / fp16 autocast: faster on hardware that has it, depth within "
                         "about 0.1%%")

@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--depthclip", default="openai", metavar="WEIGHTS",
                    help="CLIP RN50 weights for the DepthCLIP baseline: open_clip tag or file, or 'none' to skip "
                         "(default: openai; skipped with a note when they cannot be loaded)")
-    p.add_argument("--device", default="auto", help="evaluation device: cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", default="auto", help="evaluation device: cpu, cuda, cuda:N, mps or auto (default)")
     return p
 
 
