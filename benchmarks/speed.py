@@ -7,7 +7,9 @@ For each input size and batch, four cases are timed (median wall time of ``--rep
 (b) ``model.image_encoder(x)``: our frozen encoder alone (blocks up to the deepest used one);
 (c) ``model(x)`` under ``torch.no_grad()`` in eval mode, with the query ``q`` cached: inference;
 (d) one training step: forward, a SILog loss on a random target, backward, AdamW step over
-    ``model.trainable_parameters()`` only (``q`` is recomputed, as in training).
+    ``model.trainable_parameters()`` only (``q`` is recomputed, as in training);
+(e) in an fp32 run: (c) under bfloat16 autocast (``precision="bf16"`` of ``model.infer`` and
+    ``--precision bf16`` of the commands), with the mean relative depth deviation from (c)'s output.
 
 docs/method.md#cost-model expects (c)/(a) ≈ 0.75 and (d)/(a) ≈ 1 plus a few percent; the targets checked here are
 (c)/(a) ≤ 0.80 and (d)/(a) ≤ 1.3. Ratios are the median over rounds of the ratio within a round, so
@@ -63,6 +65,7 @@ from torch import nn
 import clip2depth
 from clip2depth.io.atomic import atomic_write_bytes
 from clip2depth.models.clip_backbone import register_clip_configs, resolve_quick_gelu
+from clip2depth.models.infer import precision_context
 from clip2depth.models.profiling import count_flops
 
 logger = logging.getLogger("benchmarks.speed")
@@ -72,6 +75,7 @@ CASES = {
     "b": "image_encoder",
     "c": "inference",
     "d": "train step",
+    "e": "inference, bf16 autocast",
 }
 INFERENCE_TARGET = 0.80  # (c)/(a)
 TRAIN_TARGET = 1.3  # (d)/(a)
@@ -85,6 +89,8 @@ section per device and precision; rerunning on a device replaces only that devic
 - **(b)** `model.image_encoder(x)`: the frozen CLIP blocks up to the deepest used one.
 - **(c)** `model(x)` in eval mode under `torch.no_grad()`, query cached: inference.
 - **(d)** one training step: forward, SILog loss, backward, AdamW over the mirror and decoder.
+- **(e)** (c) under bfloat16 autocast (`--precision bf16`), timed in the same rounds as (a)–(d); its depth
+  deviation is the mean of |bf16 − fp32| / fp32 over the pixels.
 
 Targets (docs/method.md#cost-model): (c)/(a) ≤ 0.80, (d)/(a) ≤ 1.3. Times are medians of wall time over rounds that
 interleave the cases; ratios are medians of the per-round ratios. Memory is the peak above what was
@@ -256,6 +262,16 @@ def silog_loss(pred: torch.Tensor, target: torch.Tensor, lam: float = 0.85, alph
     return alpha * torch.sqrt((g * g).mean() - lam * g.mean() ** 2)
 
 
+def bf16_deviation(model: clip2depth.Clip2Depth, x: torch.Tensor, device: torch.device) -> float:
+    """Mean relative depth deviation of bf16-autocast inference from fp32 on ``x``."""
+    model.eval()
+    with torch.no_grad():
+        reference = model(x)
+        with precision_context("bf16", device):
+            low = model(x).float()
+    return ((low - reference).abs() / reference).mean().item()
+
+
 def reference_encoder(model: clip2depth.Clip2Depth, height: int, width: int, device: torch.device) -> nn.Module:
     """open_clip's CLIP of the model's architecture, activation matched, built for ``height``×``width``."""
     cfg = model.config
@@ -311,6 +327,10 @@ def run_size(model: clip2depth.Clip2Depth, height: int, width: int, batches: lis
             with torch.no_grad(), autocast():
                 model.query()
 
+        def inference_bf16(x: torch.Tensor = x) -> None:
+            with torch.no_grad(), precision_context("bf16", device):
+                model(x)
+
         def train_step(x: torch.Tensor = x, target: torch.Tensor = target,
                        optimizer: torch.optim.Optimizer = optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -325,12 +345,17 @@ def run_size(model: clip2depth.Clip2Depth, height: int, width: int, batches: lis
             "c": Case(inference, eval_with_cached_query),
             "d": Case(train_step, model.train),
         }
+        if not args.bf16:
+            cases["e"] = Case(inference_bf16, eval_with_cached_query)
         logger.info("%dx%d batch %d: %s", height, width, batch, ", ".join(f"({k}) {v}" for k, v in CASES.items()))
         results = measure(cases, device=device, meter=meter, repeats=args.repeats, warmup=args.warmup)
         ratio_c = paired_ratio(results["c"], results["a"])
         ratio_d = paired_ratio(results["d"], results["a"])
-        rows.append({"size": f"{height}×{width}", "batch": batch, "results": results,
-                     "ratio_c": ratio_c, "ratio_d": ratio_d})
+        row = {"size": f"{height}×{width}", "batch": batch, "results": results, "ratio_c": ratio_c, "ratio_d": ratio_d}
+        if "e" in results:
+            row["ratio_e"] = paired_ratio(results["e"], results["a"])
+            row["deviation_e"] = bf16_deviation(model, x, device)
+        rows.append(row)
         for key, ratio, limit in (("c", ratio_c, INFERENCE_TARGET), ("d", ratio_d, TRAIN_TARGET)):
             if ratio > limit:
                 logger.info("  (%s)/(a) = %.2f > %.2f: profiling", key, ratio, limit)
@@ -401,6 +426,20 @@ def render_section(key: str, title: str, args: argparse.Namespace, meter: PeakMe
     for row in rows:
         r = row["results"]
         lines.append(f"| {row['size']} | {row['batch']} | " + " | ".join(_mib(r[k].peak_bytes) for k in "abcd") + " |")
+    if any("ratio_e" in row for row in rows):
+        lines += [
+            "",
+            "(e) inference under bf16 autocast, timed in the same rounds as (a)–(d) above:",
+            "",
+            "| size | batch | (e) bf16 inference s | (e)/(a) | (e)/(c) | depth deviation from fp32 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in rows:
+            r = row["results"]
+            lines.append(
+                f"| {row['size']} | {row['batch']} | {r['e'].median_s:.3f} | {row['ratio_e']:.2f} | "
+                f"{paired_ratio(r['e'], r['c']):.2f} | {row['deviation_e']:.1e} |"
+            )
     lines += [
         "",
         "GFLOPs per image (`clip2depth.models.profiling.count_flops`; the full `encode_image` from the "
