@@ -53,3 +53,14 @@ def test_progress_bars_stay_out_of_pipes_and_obey_the_global_switch(capsys):
     finally:
         set_progress(True)
     assert progress(range(2), enabled=False).disable
+
+
+def test_file_digest_matches_hashlib_on_a_file_larger_than_one_block(tmp_path):
+    import hashlib
+
+    from clip2depth.io.digest import file_digest
+
+    data = bytes(range(256)) * 5000  # 1.28 MB: more than one read block
+    (tmp_path / "f.bin").write_bytes(data)
+    assert file_digest(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
+    assert file_digest(tmp_path / "f.bin", "md5") == hashlib.md5(data).hexdigest()

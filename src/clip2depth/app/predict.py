@@ -96,7 +96,7 @@ class ModelInfo:
             return (
                 "This model runs on random CLIP weights (as the demo does): it has only learnt the scenes it "
                 "was trained on, so on real photos its output means nothing. Train with real CLIP weights "
-                "(--clip-pretrained openai) for a model that sees."
+                "(--pretrained openai) for a model that sees."
             )
         return None
 

@@ -8,7 +8,6 @@ again from zero. Only a file whose size and checksum check out is renamed to its
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -24,6 +23,7 @@ from pathlib import Path
 from clip2depth.data.sources import Source
 from clip2depth.errors import DataError
 from clip2depth.io.atomic import atomic_write_json
+from clip2depth.io.digest import file_digest
 from clip2depth.io.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -200,14 +200,6 @@ def _transfer(source: Source, url: str, part: Path, *, timeout: float, show: boo
     return total
 
 
-def _hash_file(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(source: Source, path: Path, root: str | Path) -> None:
     """Check ``path`` against the size and checksums known for ``source``; DataError on a mismatch."""
     size = path.stat().st_size
@@ -216,7 +208,7 @@ def verify(source: Source, path: Path, root: str | Path) -> None:
                         f"{source.name}")
     expected = {"sha256": source.sha256 or recorded_checksums(root).get(source.name), "md5": source.md5}
     for algorithm, want in expected.items():
-        if want and _hash_file(path, algorithm) != want.lower():
+        if want and file_digest(path, algorithm) != want.lower():
             raise DataError(f"{path}: {algorithm} checksum differs from the recorded {want}; the file is "
                             "corrupt or was changed on the host")
 
@@ -280,7 +272,7 @@ def _record_if_new(source: Source, path: Path, root: str | Path) -> None:
     """Store the SHA-256 of a complete file sources.py has none for (the first download defines it)."""
     if source.sha256 or source.name in recorded_checksums(root):
         return
-    digest = _hash_file(path, "sha256")
+    digest = file_digest(path, "sha256")
     record_checksum(root, source.name, digest)
     logger.info("%s: sha256 %s (%d bytes) recorded in %s", source.name, digest, path.stat().st_size,
                 downloads_dir(root) / CHECKSUMS_FILE)

@@ -9,7 +9,6 @@ This module sits below the model class: it reads a model only through :class:`Ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from safetensors.torch import save_file
 
 from clip2depth.errors import CheckpointError
 from clip2depth.io.atomic import atomic_path, atomic_write_json
+from clip2depth.io.digest import file_digest
 from clip2depth.models.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -51,20 +51,12 @@ def is_model_dir(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / CONFIG_NAME).is_file()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_state(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
     """Atomically write ``state`` as safetensors; returns the file's sha256."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        digest = _sha256(tmp)
+        digest = file_digest(tmp)
     return digest
 
 
@@ -145,7 +137,7 @@ def load_trained_state(model: CheckpointModel, directory: str | Path, expected_s
         raise CheckpointError(
             f"{path} was made for a different architecture or CLIP; shape mismatch in " + "; ".join(wrong[:3])
         )
-    if expected_sha256 and _sha256(path) != expected_sha256:
+    if expected_sha256 and file_digest(path) != expected_sha256:
         raise CheckpointError(
             f"{path} does not match the checksum recorded in {CONFIG_NAME}: the file was modified or "
             "truncated after saving; restore it or re-save the model"

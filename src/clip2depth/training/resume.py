@@ -10,7 +10,6 @@ kill -9) leaves the previous one intact. Weights that are not finite are never s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from safetensors.torch import load_file
 
 from clip2depth.errors import CheckpointError
 from clip2depth.io.atomic import atomic_write_json
+from clip2depth.io.digest import file_digest
 from clip2depth.models.checkpoint import read_model_dir, save_pretrained, save_state
 from clip2depth.models.clip2depth import Clip2Depth
 
@@ -53,14 +53,6 @@ class TrainState:
 def weights_are_finite(model: Clip2Depth) -> bool:
     """True when every trained tensor of ``model`` is free of nan and inf."""
     return all(bool(torch.isfinite(t).all()) for t in model.trainable_state_dict().values())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -164,7 +156,7 @@ def read_resume(last: Path, *, global_batch: int) -> ResumeState:
         if expected is None:  # written before resume files carried a checksum
             logger.warning("%s records no checksum of %s (an older run); it is not verified", path_json,
                            RESUME_TENSORS)
-        elif _sha256(path_tensors) != expected:
+        elif file_digest(path_tensors) != expected:
             raise CheckpointError(bad.format(f"{RESUME_TENSORS} does not match the checksum in {RESUME_JSON} "
                                              "(modified or truncated)"))
         tensors = load_file(str(path_tensors))
