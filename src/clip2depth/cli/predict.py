@@ -48,8 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32 (default), or bf16 / fp16 autocast: faster on hardware that has it, depth within "
-                        "about 0.1%%")
+                   help="fp32 (default), or bf16 / fp16 autocast; depth moves by about 0.02%%; speed depends "
+                        "on the hardware and batch size (see docs/predict.md)")
     p.add_argument("--max-side", default=str(DEFAULT_MAX_SIDE), metavar="PIXELS",
                    help=f"predict larger images downscaled to this longest side, outputs at full size "
                         f"(default {DEFAULT_MAX_SIDE}; 'none': no limit)")
