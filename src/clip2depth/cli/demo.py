@@ -10,7 +10,7 @@ from pathlib import Path
 from clip2depth.cli.train import add_pretrained_flag
 
 NAME = "demo"
-HELP = "train + evaluate the tiny model on built-in synthetic scenes (about 2.5 minutes on 2 CPU cores)"
+HELP = "train + evaluate the tiny model on built-in synthetic scenes (about 70 s on 2 CPU cores)"
 
 logger = logging.getLogger(__name__)
 
