@@ -32,3 +32,16 @@ def fresh_tiny():
     """A tiny model a test may modify."""
     torch.manual_seed(0)
     return clip2depth.create_model("tiny")
+
+
+@pytest.fixture
+def nyu_host(tmp_path):
+    """A local HTTP host serving look-alike NYU files at their mirror paths, and the CLI flags naming the
+    split lists and splits.mat that match them (dataset download and reproduce tests)."""
+    from fakedata import nyu_labeled_mat, nyu_sync_zip
+    from httpserver import FileServer
+
+    mat, splits, test_list = nyu_labeled_mat(tmp_path)
+    sync, train_list = nyu_sync_zip(tmp_path)
+    with FileServer({"nyu_depth_v2_labeled.mat": mat, "sync.zip": sync}) as server:
+        yield server, ["--nyu-splits", splits, "--train-list", train_list, "--test-list", test_list]

@@ -17,7 +17,7 @@ from clip2depth.data.download import fetch, gdrive_confirm_url
 from clip2depth.data.prepare import CorruptArchive, extract_zip
 from clip2depth.errors import DataError
 from clirun import assert_user_error, run_cli
-from fakedata import KITTI_DRIVE, NYU_SCENES, NYU_TEST_NDX, kitti_files, nyu_depth, nyu_labeled_mat, nyu_sync_zip
+from fakedata import KITTI_DRIVE, NYU_SCENES, NYU_TEST_NDX, kitti_files, nyu_depth
 from httpserver import FileServer
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every offset distinguishable
@@ -184,15 +184,6 @@ def test_archive_member_outside_the_folder_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # The commands.
-
-
-@pytest.fixture
-def nyu_host(tmp_path):
-    """A local host with the NYU files at their mirror paths, and the lists/splits that match them."""
-    mat, splits, test_list = nyu_labeled_mat(tmp_path)
-    sync, train_list = nyu_sync_zip(tmp_path)
-    with FileServer({"nyu_depth_v2_labeled.mat": mat, "sync.zip": sync}) as server:
-        yield server, ["--nyu-splits", splits, "--train-list", train_list, "--test-list", test_list]
 
 
 def test_nyu_get_then_check(nyu_host, tmp_path):

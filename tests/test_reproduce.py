@@ -8,21 +8,11 @@ import pytest
 
 from clip2depth.analysis import reproduce as reproduce_module
 from clirun import assert_user_error, run_cli
-from fakedata import nyu_labeled_mat, nyu_sync_zip
-from httpserver import FileServer
 
 TINY = ["--model", "tiny", "--depthclip", "none",
         "--set", "pretrained=null", "--set", "augment.crop_size=[64, 96]", "--set", "train.batch_size=4",
         "--set", "train.max_steps=2", "--set", "train.val_every=2", "--set", "train.num_workers=0",
         "--set", "train.log_every=1", "--set", "eval.limit=1"]
-
-
-@pytest.fixture
-def nyu_host(tmp_path):
-    mat, splits, test_list = nyu_labeled_mat(tmp_path)
-    sync, train_list = nyu_sync_zip(tmp_path)
-    with FileServer({"nyu_depth_v2_labeled.mat": mat, "sync.zip": sync}) as server:
-        yield server, ["--nyu-splits", splits, "--train-list", train_list, "--test-list", test_list]
 
 
 def test_reproduce_end_to_end_then_resumes(nyu_host, tmp_path, monkeypatch):
