@@ -96,3 +96,25 @@ def test_bad_files_are_listed_and_the_rest_is_written(model_dir: Path, tmp_path:
         str(tmp_path / "in" / name) for name in ("cut.png", "empty.jpg", "text.png")
     ]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.npy"]
+
+
+def test_a_folder_holding_outputs_of_these_inputs_is_not_silently_replaced(model_dir: Path, tmp_path: Path) -> None:
+    image = _image(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    first = run_cli("-q", "predict", image, "--model", model_dir, "--out", out, "--format", "npy")
+    assert first.code == 0, first.err
+    earlier = (out / "a.npy").read_bytes()
+    (out / "a.npy").write_bytes(earlier[:-4] + b"mine")  # e.g. an earlier model's result
+
+    refused = run_cli("-q", "predict", image, "--model", model_dir, "--out", out, "--format", "npy")
+    assert_user_error(refused, "already holds 1 output", "--skip-existing", "--overwrite")
+    assert (out / "a.npy").read_bytes().endswith(b"mine")
+
+    kept = run_cli("-q", "predict", image, "--model", model_dir, "--out", out, "--format", "npy", "--skip-existing")
+    assert kept.code == 0 and (out / "a.npy").read_bytes().endswith(b"mine")
+    replaced = run_cli("-q", "predict", image, "--model", model_dir, "--out", out, "--format", "npy", "--overwrite")
+    assert replaced.code == 0 and (out / "a.npy").read_bytes() == earlier
+    # Other formats into the same folder write new files only: nothing to refuse.
+    assert run_cli("-q", "predict", image, "--model", model_dir, "--out", out, "--format", "png16").code == 0
+    both = run_cli("predict", image, "--model", model_dir, "--out", out, "--skip-existing", "--overwrite")
+    assert_user_error(both, "--overwrite")

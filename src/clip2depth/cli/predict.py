@@ -32,8 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--depth-scale", type=float, default=1000.0,
                    help="PNG16 units per metre, also stored in the PNG's depth_scale text chunk "
                         "(default 1000: millimetres; KITTI uses 256)")
-    p.add_argument("--skip-existing", action="store_true",
-                   help="skip inputs whose outputs all exist already (continue an interrupted run)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="skip inputs whose outputs all exist already (continue an interrupted run)")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace outputs an earlier run wrote into --out (without this or --skip-existing, "
+                               "a folder holding outputs of these inputs is refused)")
     camera = p.add_argument_group(
         "camera for point clouds", "in pixels of the upright image; default: the photo's EXIF 35 mm equivalent "
                                    "focal length, else a 60° horizontal field of view; principal point at the "
@@ -82,7 +86,13 @@ def parse_max_side(text: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2depth.inference.predict import CameraSpec, PredictOptions, find_inputs, predict_paths
+    from clip2depth.inference.predict import (
+        CameraSpec,
+        PredictOptions,
+        existing_outputs,
+        find_inputs,
+        predict_paths,
+    )
     from clip2depth.models.factory import create_model, resolve_device
 
     # Everything a user can get wrong is checked before the (slow) model load.
@@ -105,6 +115,13 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         reasons = "; ".join(f"{path}: {reason}" for path, reason in problems)
         raise DataError(f"no input matched ({reasons}); pass image or video files, folders or glob patterns")
+    if not (args.skip_existing or args.overwrite):
+        existing = existing_outputs(files, args.out, options)
+        if existing:
+            raise ConfigError(
+                f"{args.out} already holds {len(existing)} output(s) of these inputs (e.g. {existing[0]}); pass "
+                "--skip-existing to keep them and predict the rest, or --overwrite to replace them"
+            )
     model = create_model(args.model, pretrained=args.pretrained, device=resolve_device(args.device))
     report = predict_paths(model, args.inputs, out_dir=args.out, options=options, progress=not args.quiet)
     print(report.summary(args.out))

@@ -267,6 +267,28 @@ class PredictReport:
         return f"{text}; {len(self.outputs)} files written to {out_dir}"
 
 
+def _frame_formats(options: PredictOptions) -> list[str]:
+    return [f for f in options.formats if f != "color"] if options.video_frames else []
+
+
+def output_targets(path: Path, base: Path, options: PredictOptions) -> list[Path]:
+    """The files (and, for video frames, the folder) that predicting ``path`` into ``base`` writes."""
+    if not is_video_path(path):
+        return [p for fmt in options.formats for p in output_paths(base, fmt)]
+    targets = [base.with_name(base.name + VIDEO_SUFFIX)] if "color" in options.formats else []
+    if _frame_formats(options):
+        targets.append(base.with_name(base.name + FRAMES_SUFFIX))
+    return targets
+
+
+def existing_outputs(
+    files: Sequence[FoundFile], out_dir: str | os.PathLike[str], options: PredictOptions
+) -> list[Path]:
+    """Outputs of ``files`` (from :func:`find_inputs`) that already exist in ``out_dir``: an earlier run's results."""
+    out = Path(out_dir)
+    return [t for f in files for t in output_targets(f.path, out / f.name, options) if t.exists()]
+
+
 def find_inputs(
     inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
 ) -> tuple[list[FoundFile], list[tuple[str, str]]]:
@@ -491,15 +513,10 @@ class _Run:
         return jobs
 
     def _targets(self, job: _Job) -> list[Path]:
-        if not is_video_path(job.path):
-            return [p for fmt in self.options.formats for p in output_paths(job.base, fmt)]
-        targets = [job.base.with_name(job.base.name + VIDEO_SUFFIX)] if "color" in self.options.formats else []
-        if self._frame_formats():
-            targets.append(job.base.with_name(job.base.name + FRAMES_SUFFIX))
-        return targets
+        return output_targets(job.path, job.base, self.options)
 
     def _frame_formats(self) -> list[str]:
-        return [f for f in self.options.formats if f != "color"] if self.options.video_frames else []
+        return _frame_formats(self.options)
 
     def _warn_if_large(self, path: Path, height: int, width: int) -> None:
         max_side = self.options.max_side
