@@ -222,3 +222,19 @@ def test_consistency_records_precision(tmp_path):
                      "--out", tmp_path, "--device", "cpu", "--precision", "bf16")
     assert result.code == 0, result.err
     assert json.loads((tmp_path / "consistency.json").read_text())["settings"]["precision"] == "bf16"
+
+
+def test_save_png_into_a_folder_of_earlier_pngs_is_refused_unless_told(tmp_path):
+    pngs = tmp_path / "pngs"
+    first = run_cli("-q", *EVAL_SYNTHETIC, "--out", tmp_path / "a", "--save-png", pngs)
+    assert first.code == 0, first.err
+    written = sorted(p.name for p in pngs.rglob("*.png"))
+    before = {p: p.read_bytes() for p in pngs.rglob("*.png")}
+    again = run_cli("-q", *EVAL_SYNTHETIC, "--out", tmp_path / "b", "--save-png", pngs)
+    assert_user_error(again, f"--save-png {pngs} already holds PNGs", "--overwrite")
+    assert {p: p.read_bytes() for p in pngs.rglob("*.png")} == before and not (tmp_path / "b").exists()
+    replaced = run_cli("-q", *EVAL_SYNTHETIC, "--out", tmp_path / "b", "--save-png", pngs, "--overwrite")
+    assert replaced.code == 0 and sorted(p.name for p in pngs.rglob("*.png")) == written
+    (tmp_path / "file").write_text("")
+    assert_user_error(run_cli("-q", *EVAL_SYNTHETIC, "--out", tmp_path / "c", "--save-png", tmp_path / "file"),
+                      "is an existing file")

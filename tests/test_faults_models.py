@@ -140,3 +140,11 @@ def test_export_of_a_baseline_is_refused(tmp_path):
     result = run_cli("export", "--model", "depthclip-rn50", "--onnx", tmp_path / "d.onnx")
     assert_user_error(result, "ONNX export supports CLIP2Depth models, not DepthCLIP")
     assert not list(tmp_path.iterdir())
+
+
+def test_export_never_replaces_an_existing_file_silently(tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"an earlier export")
+    assert_user_error(run_cli("export", "--model", "tiny", "--onnx", target), "already exists", "--overwrite")
+    assert target.read_bytes() == b"an earlier export"
+    assert_user_error(run_cli("export", "--model", "tiny", "--onnx", tmp_path), "is a folder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 
 from clip2depth.data.base import LIST_FORMAT
 from clip2depth.data.registry import DATASETS
@@ -74,12 +75,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_dataset_args(p)
     p.add_argument("--out", default=None, help="output directory (default: runs/eval-<dataset>); one that already "
                                                "holds metrics.json or per_image.csv is refused without --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier eval in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of an earlier eval in --out (and PNGs in --save-png)")
     p.add_argument("--save-png", default=None, metavar="DIR",
                    help="write 16-bit prediction PNGs named as the BTS evaluator expects (KITTI ×256, otherwise "
                         "the dataset's depth scale, NYU ×1000), at the ground truth's full size: for KITTI the "
                         "KB-crop prediction sits on a zero canvas, so run BTS's evaluator without --do_kb_crop. "
-                        "Images without valid ground truth get no PNG")
+                        "Images without valid ground truth get no PNG. A folder already holding PNGs is "
+                        "refused without --overwrite")
     p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
     p.add_argument("--crop", default="default", choices=["default", "none", *CROPS],
                    help="evaluation crop (default: the dataset's own, listed under --dataset)")
@@ -143,6 +146,13 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     device = resolve_device(args.device)
     dataset = build_dataset(args.dataset, split=args.split, root=args.data_root, **dataset_kwargs(args))
+    if args.save_png:
+        png_dir = Path(args.save_png)
+        if png_dir.exists() and not png_dir.is_dir():
+            raise ConfigError(f"--save-png {png_dir} is an existing file; pass a folder path")
+        if not args.overwrite and png_dir.is_dir() and next(png_dir.rglob("*.png"), None) is not None:
+            raise ConfigError(f"--save-png {png_dir} already holds PNGs of an earlier run; pass --overwrite to "
+                              "replace them, or choose another folder")
     out = claim_output_dir(args.out or f"runs/eval-{args.dataset}", OUTPUTS, overwrite=args.overwrite)
     crop = {"default": dataset.default_crop, "none": None}.get(args.crop, args.crop)
     input_box = tuple(args.input_box) if args.input_box else None

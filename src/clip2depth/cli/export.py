@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "export"
 HELP = "export a model to ONNX (any batch, height and width) and check it against PyTorch"
@@ -16,7 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--pretrained", default=None,
                    help="CLIP weights (open_clip tag or file); default: what the model directory records, "
                         "random for a preset")
-    p.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--onnx", required=True, metavar="FILE",
+                   help="the .onnx file to write (an existing file is refused without --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --onnx file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default 17)")
     p.add_argument("--fp16", action="store_true",
                    help="store weights and compute in float16 (about half the file); input and output stay float32")
@@ -35,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.check_sizes is not None and len(args.check_sizes) % 2:
         raise ConfigError(f"--check-sizes takes H W pairs, got {len(args.check_sizes)} numbers")
+    onnx = Path(args.onnx)
+    if onnx.is_dir():
+        raise ConfigError(f"--onnx {onnx} is a folder; pass a file name such as {onnx / 'clip2depth.onnx'}")
+    if onnx.exists() and not args.overwrite:
+        raise ConfigError(f"--onnx {onnx} already exists; pass --overwrite to replace it, or choose another name")
     model = create_model(args.model, pretrained=args.pretrained)
     if args.check_sizes is None:
         sizes = default_sizes(model)
