@@ -238,6 +238,11 @@ def test_predict_video_writes_a_colour_depth_video(model, tmp_path):
     assert out.name == "clip_depth.mp4" and info.height == 48 and info.width > 64  # colour bar added
     with pytest.raises(DataError, match="not a video file"):
         predict_video(model, _photo(tmp_path / "p.png"), tmp_path / "out2", max_side=64)
+    with pytest.raises(DataError, match="clip.mp4 has 4 frames, more than the 3"):
+        predict_video(model, clip, tmp_path / "out3", max_side=64, max_frames=3)
+    with pytest.raises(DataError, match="64×48 frames, more than"):
+        predict_video(model, clip, tmp_path / "out4", max_side=64, max_pixels=1000)
+    assert not (tmp_path / "out3").exists() and not (tmp_path / "out4").exists()
 
 
 def test_cli_app_listens_on_this_machine_only_by_default():

@@ -37,6 +37,7 @@ from clip2depth.io.colour import colorize_depth, depth_range
 from clip2depth.io.images import exif_focal_35mm, focal_pixels_from_35mm, load_image
 from clip2depth.io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_path, is_video_path
 from clip2depth.io.ply import save_ply
+from clip2depth.io.video import video_info
 from clip2depth.models.checkpoint import is_model_dir
 from clip2depth.models.infer import model_device, predict_depth
 from clip2depth.models.profiling import count_parameters
@@ -49,6 +50,9 @@ so a small file that decompresses into a huge image (a decompression bomb) is re
 
 MAX_UPLOAD_MB = 25
 """Largest upload the server accepts, in megabytes (images and videos)."""
+
+MAX_VIDEO_FRAMES = 3000
+"""Longest video the page predicts (100 s at 30 fps): one request must not hold the model for long."""
 
 DEPTH_SCALE = 1000.0
 """16-bit PNG units per metre: the downloaded PNG holds millimetres."""
@@ -307,18 +311,26 @@ def depth_at(depth: np.ndarray, x: int, y: int) -> str:
 
 def predict_video(
     model: nn.Module, path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, max_side: int | None,
-    precision: str = "fp32",
+    precision: str = "fp32", max_frames: int = MAX_VIDEO_FRAMES, max_pixels: int = MAX_PIXELS,
 ) -> Path:
     """Colour depth video (colour bar in metres, one scale for all frames) of the video at ``path``.
 
     Uses ``clip2depth predict``'s video path (:func:`clip2depth.inference.predict.predict_paths`).
 
     Raises:
-        DataError: not a video type, or the video cannot be read.
+        DataError: not a video type, longer than ``max_frames`` or with frames above ``max_pixels``, or
+            the video cannot be read.
     """
     path = Path(path)
     if not is_video_path(path):
         raise DataError(f"{path.name} is not a video file; upload one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+    info = video_info(path)
+    if info.frame_count is not None and info.frame_count > max_frames:
+        raise DataError(f"{path.name} has {info.frame_count} frames, more than the {max_frames} this page predicts; "
+                        "trim it, or run clip2depth predict on it")
+    if info.width * info.height > max_pixels:
+        raise DataError(f"{path.name} has {info.width}×{info.height} frames, more than {max_pixels / 1e6:.0f} "
+                        "megapixels; downscale it first")
     options = PredictOptions(formats=("color",), colorbar=True, max_side=max_side, precision=precision)
     report = predict_paths(model, [path], out_dir=out_dir, options=options, progress=False)
     if report.failed:
