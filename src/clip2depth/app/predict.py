@@ -3,7 +3,7 @@
 No Gradio here, so every step is testable on its own; :mod:`clip2depth.app.ui` only wires these
 functions to the page. Files are written with the same code as ``clip2depth predict``
 (:func:`clip2depth.inference.predict.write_outputs`), depth comes from the one resize-predict-resize
-(:func:`clip2depth.models.infer.predict_depth`).
+(:func:`clip2depth.models.infer.predict_batch` on :func:`~clip2depth.models.infer.image_tensor`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
@@ -39,7 +38,7 @@ from clip2depth.io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_pa
 from clip2depth.io.ply import save_ply
 from clip2depth.io.video import video_info
 from clip2depth.models.checkpoint import is_model_dir
-from clip2depth.models.infer import model_device, predict_depth
+from clip2depth.models.infer import image_tensor, predict_batch
 from clip2depth.models.profiling import count_parameters
 
 logger = logging.getLogger(__name__)
@@ -263,8 +262,7 @@ def predict_image(
     options = PredictOptions(
         formats=("png16", "npy", "ply"), depth_scale=DEPTH_SCALE, camera=CameraSpec(fov_deg=fov), max_side=max_side
     )
-    images = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).to(model_device(model), torch.float32) / 255.0
-    depth = predict_depth(model, images, max_side=max_side, precision=precision)[0, 0].cpu().numpy()
+    depth = predict_batch(model, [image_tensor(rgb)], max_side=max_side, precision=precision)[0]
     base = Path(out_dir) / f"{path.stem}_depth"
     base.parent.mkdir(parents=True, exist_ok=True)
     write_outputs(base, rgb, depth, options)
