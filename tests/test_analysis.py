@@ -223,6 +223,21 @@ def test_ablate_rerun_does_not_retrain(ablation_dir, monkeypatch):
     assert (out / "prompt=mirror" / "last" / "model.safetensors").stat().st_mtime_ns == before
 
 
+def test_ablate_rebuilds_a_damaged_cached_evaluation(ablation_dir, monkeypatch):
+    out, argv = ablation_dir
+    cached = out / "prompt=mirror" / "eval" / "metrics.json"
+    good = json.loads(cached.read_text())
+    cached.write_text(cached.read_text()[:100])  # e.g. a disk that filled up under another tool
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished variant was trained again")
+
+    monkeypatch.setattr("clip2depth.training.trainer.train", no_training)
+    assert run_command(ablate_cmd, [*argv, "--resume"]) == 0
+    again = json.loads(cached.read_text())
+    assert again["count"] == good["count"] and again["metrics"] == pytest.approx(good["metrics"])
+
+
 def test_ablate_refuses_a_run_dir_trained_with_other_settings(ablation_dir):
     out, argv = ablation_dir
     with pytest.raises(clip2depth.ConfigError, match="other settings"):

@@ -64,3 +64,27 @@ def test_file_digest_matches_hashlib_on_a_file_larger_than_one_block(tmp_path):
     (tmp_path / "f.bin").write_bytes(data)
     assert file_digest(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
     assert file_digest(tmp_path / "f.bin", "md5") == hashlib.md5(data).hexdigest()
+
+
+def test_read_json_object_treats_a_damaged_cache_as_missing(tmp_path, caplog):
+    import logging
+
+    from clip2depth.io.atomic import atomic_write_json, read_json_object
+
+    caplog.set_level(logging.WARNING, logger="clip2depth")
+    path = tmp_path / "metrics.json"
+    assert read_json_object(path) is None
+    atomic_write_json(path, {"count": 3})
+    assert read_json_object(path) == {"count": 3}
+    path.write_text('{"count": ')  # truncated
+    assert read_json_object(path) is None and "unreadable" in caplog.text
+    path.write_text("[1, 2]")
+    assert read_json_object(path) is None
+
+
+def test_a_log_cut_off_mid_line_still_reads(tmp_path):
+    from clip2depth.reporting.report import read_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')
+    assert [r["step"] for r in read_log(log)] == [1, 2]

@@ -31,7 +31,7 @@ from typing import Any
 
 from clip2depth.errors import ConfigError
 from clip2depth.evaluation.metrics import METRIC_KEYS, lower_is_better
-from clip2depth.io.atomic import atomic_path, atomic_write_json
+from clip2depth.io.atomic import atomic_path, atomic_write_json, read_json_object
 from clip2depth.models.checkpoint import is_model_dir, read_model_dir
 from clip2depth.models.config import PROMPT_MODES, list_models, load_preset
 from clip2depth.training.config import Recipe, read_recipe_file
@@ -161,7 +161,7 @@ def train_variant(recipe: Recipe, run_dir: Path, *, progress: bool = True) -> di
         if not saved.is_file() or _comparable(read_recipe_file(saved)) != _comparable(recipe):
             raise ConfigError(f"{run_dir} holds a run with other settings than this ablation's; pass another --out "
                               f"or delete {run_dir}")
-        marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
+        marker = read_json_object(marker_path) or {}
         if marker.get("total_steps") is not None and state["step"] >= marker["total_steps"]:
             logger.info("%s: already trained (%d steps), not retrained", run_dir.name, state["step"])
             return marker
@@ -204,10 +204,9 @@ def evaluate_variant(
     key = {"weights_sha256": read_model_dir(model_dir).get("weights_sha256"), "split": split, "limit": limit,
            "spatial": spatial, "temporal_frames": temporal_frames, "data": d, "eval": e}
     cached = out_dir / "metrics.json"
-    if cached.is_file():
-        data = json.loads(cached.read_text())
-        if data.get("ablation_key") == json.loads(json.dumps(key)):
-            return data, int(data["trainable_params"])
+    data = read_json_object(cached)
+    if data is not None and data.get("ablation_key") == json.loads(json.dumps(key)):
+        return data, int(data["trainable_params"])
 
     model = create_model(model_dir, device=resolve_device("auto"))
     trainable, _ = count_parameters(model)
@@ -292,7 +291,7 @@ def run_ablation(
             train_variant(vrecipe, out_dir / name, progress=progress)
         run_dir = Path(result.run_dir)
         state = _read_resume_state(run_dir) or {}
-        marker = json.loads((run_dir / _MARKER).read_text())
+        marker = read_json_object(run_dir / _MARKER) or {}
         model_dir = run_dir / checkpoint if is_model_dir(run_dir / checkpoint) else run_dir / "last"
         data, trainable = evaluate_variant(vrecipe, model_dir, run_dir / "eval", split=split, limit=eval_limit,
                                            spatial=spatial, temporal_frames=temporal_frames, progress=progress)

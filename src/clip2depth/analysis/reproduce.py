@@ -14,7 +14,6 @@ Stages, each resumable (re-running continues where the last run stopped):
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from clip2depth.data.prepare import KITTI_GT_DIR, disk_needed, download_plan, ge
 from clip2depth.errors import Clip2DepthError, DataError
 from clip2depth.evaluation.metrics import METRIC_KEYS
 from clip2depth.evaluation.protocol import evaluate, write_outputs
-from clip2depth.io.atomic import atomic_write_bytes, atomic_write_json
+from clip2depth.io.atomic import atomic_write_bytes, atomic_write_json, read_json_object
 from clip2depth.models.factory import create_model, resolve_device
 from clip2depth.models.profiling import count_flops, count_parameters
 from clip2depth.training.config import Recipe, build_recipe
@@ -145,8 +144,9 @@ def stage_train(opts: ReproduceOptions, recipe: Recipe) -> tuple[dict[str, Any] 
     (None, why it stopped early)."""
     run_dir = opts.out / "train"
     finished = run_dir / "finished.json"
-    if finished.is_file():
-        return json.loads(finished.read_text()), None
+    done = read_json_object(finished)
+    if done is not None:
+        return done, None
     resume = find_last(run_dir) is not None
     summary = train(recipe, run_dir, resume=resume, progress=opts.show_progress)
     if summary["stopped"]:
@@ -159,14 +159,8 @@ def stage_train(opts: ReproduceOptions, recipe: Recipe) -> tuple[dict[str, Any] 
 
 
 def _metrics_complete(out_dir: Path) -> dict[str, Any] | None:
-    path = out_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except ValueError:
-        return None
-    if data.get("count", 0) > 0 and set(METRIC_KEYS) <= set(data.get("metrics", {})):
+    data = read_json_object(out_dir / "metrics.json")
+    if data is not None and data.get("count", 0) > 0 and set(METRIC_KEYS) <= set(data.get("metrics", {})):
         return data
     return None
 

@@ -49,3 +49,24 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON (trailing newline) through :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON object that :func:`atomic_write_json` stored at ``path``; None when the file is missing,
+    unreadable, not valid JSON or not an object.
+
+    For the caches and markers a command can rebuild (an evaluation's ``metrics.json``, a finished run's
+    record): a damaged one is treated as absent, with a warning, instead of ending the command.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("%s is unreadable (%s); it is treated as missing and rebuilt", path, exc)
+        return None
+    if not isinstance(data, dict):
+        logger.warning("%s holds no JSON object; it is treated as missing and rebuilt", path)
+        return None
+    return data

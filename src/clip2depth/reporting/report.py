@@ -7,6 +7,7 @@ matplotlib backend is never changed.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,32 @@ from clip2depth.evaluation.protocol import markdown_table
 from clip2depth.io.atomic import atomic_path
 from clip2depth.io.colour import colorize_depth
 
+logger = logging.getLogger(__name__)
+
 DEPTH_CMAP = "turbo"
 """The colour map of depth images (run backwards by :func:`colorize_depth`: near is red)."""
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's ``log.jsonl`` (empty if it does not exist)."""
+    """The records of a run's ``log.jsonl`` (empty if it does not exist).
+
+    The log is appended line by line, so a run killed mid-write can leave a partial line: such lines are
+    left out with a warning rather than losing the report.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, broken = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            broken += 1
+    if broken:
+        logger.warning("%s: %d unreadable line(s) left out (a run interrupted while writing its log)", path, broken)
+    return records
 
 
 def _figure(**kwargs: Any) -> Any:
