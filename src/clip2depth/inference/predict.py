@@ -496,7 +496,7 @@ class _Run:
         jobs = []
         for index, found in enumerate(files):
             job = _Job(index, found.path, self.out_dir / found.name)
-            targets = self._targets(job)
+            targets = output_targets(job.path, job.base, self.options)
             resolved = [t.resolve() for t in targets]
             clash = next((t for t in resolved if t in inputs or t in claimed), None)
             if clash in inputs:
@@ -511,12 +511,6 @@ class _Run:
                 else:
                     jobs.append(job)
         return jobs
-
-    def _targets(self, job: _Job) -> list[Path]:
-        return output_targets(job.path, job.base, self.options)
-
-    def _frame_formats(self) -> list[str]:
-        return _frame_formats(self.options)
 
     def _warn_if_large(self, path: Path, height: int, width: int) -> None:
         max_side = self.options.max_side
@@ -575,7 +569,7 @@ class _Run:
     def video(self, job: _Job) -> None:
         """Predict a video frame by frame: a colour depth video and/or per-frame files."""
         options = self.options
-        frame_formats = self._frame_formats()
+        frame_formats = _frame_formats(self.options)
         if "color" not in options.formats and not frame_formats:
             self.fail(job, "nothing to write for a video: add 'color' to the formats (a depth video) "
                            "or ask for per-frame files (--save-frames)")  # fmt: skip
