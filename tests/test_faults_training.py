@@ -73,7 +73,7 @@ def run_copy(finished_run, tmp_path) -> Path:
         ("train.amp=off", ["train.amp='off'", "auto, fp32, bf16, fp16"]),
         ("train.compile=maybe", ["train.compile='maybe'", "true or false"]),
         ("augment.crop_size=[0, 64]", ["augment.crop_size", "positive"]),
-        ("augment.crop_size=64", ["augment.crop_size", "a list of 2"]),
+        ("augment.crop_size=64", ["augment.crop_size", "a list of 2 integers"]),
         ("augment.flip_p=1.5", ["augment.flip_p=1.5", "<= 1"]),
         ("augment.gamma=[1.2, 0.8]", ["augment.gamma", "low <= high"]),
         ("eval.min_depth=20", ["eval.min_depth=20", "eval.max_depth=10"]),

@@ -336,12 +336,17 @@ def describe(hint: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(map(str, args))
     if origin is list:
-        return f"a list of {describe(args[0])}s"
+        return f"a list of {_plural(args[0])}"
     if origin is tuple:
-        return f"a list of {len(args)} {describe(args[0])}s, e.g. [{', '.join(['1'] * len(args))}]"
+        return f"a list of {len(args)} {_plural(args[0])}, e.g. [{', '.join(['1'] * len(args))}]"
     if origin is dict or hint is dict:
         return "a mapping {key: value}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(hint, str(hint))
+
+
+def _plural(hint: Any) -> str:
+    plurals = {int: "integers", float: "numbers", bool: "true/false values", str: "texts"}
+    return plurals.get(hint, f"{describe(hint)} items")
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
