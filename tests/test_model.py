@@ -329,5 +329,5 @@ def test_model_modules_import_each_other_without_cycles():
 
     cycles = [name for name in graph if reaches(name, name)]
     assert not cycles, cycles
-    assert "checkpoint" in graph["clip2depth"] and "clip2depth" not in graph["checkpoint"]
-    assert "factory" not in graph["clip2depth"]
+    assert "checkpoint" in graph["model"] and "model" not in graph["checkpoint"]
+    assert "factory" not in graph["model"]

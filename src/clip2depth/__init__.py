@@ -20,7 +20,7 @@ from clip2depth.errors import CheckpointError, Clip2DepthError, ConfigError, Dat
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Clip2Depth": "clip2depth.models.clip2depth",
+    "Clip2Depth": "clip2depth.models.model",
     "ModelConfig": "clip2depth.models.config",
     "list_models": "clip2depth.models.config",
     "load_preset": "clip2depth.models.config",
@@ -28,7 +28,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from clip2depth.models.clip2depth import Clip2Depth
+    from clip2depth.models.model import Clip2Depth
     from clip2depth.models.config import ModelConfig, list_models, load_preset
     from clip2depth.models.factory import create_model
 

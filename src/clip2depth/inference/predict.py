@@ -392,7 +392,7 @@ def predict_paths(
 
     Args:
         model: the depth model (on the device to use): anything :func:`~clip2depth.models.infer.predict_depth`
-            runs, e.g. a :class:`~clip2depth.models.clip2depth.Clip2Depth`.
+            runs, e.g. a :class:`~clip2depth.models.model.Clip2Depth`.
         inputs: files, folders (searched recursively) and glob patterns (see :func:`find_inputs`).
         out_dir: output folder, created when missing.
         options: what to write and how; default :class:`PredictOptions()`.

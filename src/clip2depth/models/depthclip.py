@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip2depth.errors import ConfigError
-from clip2depth.models.clip2depth import Clip2Depth
+from clip2depth.models.model import Clip2Depth
 from clip2depth.models.clip_backbone import build_clip
 
 NORMALIZATIONS = ("imagenet", "clip")

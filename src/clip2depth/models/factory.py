@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from clip2depth.errors import ConfigError
-from clip2depth.models.clip2depth import Clip2Depth
+from clip2depth.models.model import Clip2Depth
 from clip2depth.models.depthclip import DepthCLIP, build_depthclip
 
 logger = logging.getLogger(__name__)

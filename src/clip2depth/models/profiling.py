@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from clip2depth.models.clip2depth import Clip2Depth
+from clip2depth.models.model import Clip2Depth
 from clip2depth.models.infer import plain_attention
 
 

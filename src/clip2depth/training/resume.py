@@ -27,7 +27,7 @@ from clip2depth.errors import CheckpointError
 from clip2depth.io.atomic import atomic_write_json
 from clip2depth.io.digest import file_digest
 from clip2depth.models.checkpoint import read_model_dir, save_pretrained, save_state
-from clip2depth.models.clip2depth import Clip2Depth
+from clip2depth.models.model import Clip2Depth
 
 logger = logging.getLogger(__name__)
 
