@@ -40,7 +40,7 @@ def no_model_build(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built before the arguments were checked")
 
-    monkeypatch.setattr("clip2depth.training.trainer.create_model", refuse)
+    monkeypatch.setattr("clip2depth.models.model.Clip2Depth.from_spec", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def run_copy(finished_run, tmp_path) -> Path:
     ("item", "fragments"),
     [
         ("train.lr=abc", ["train.lr='abc'", "expected a number"]),
-        ("train.batch_size=0", ["train.batch_size=0", ">= 1"]),
+        ("train.batch_size=0", ["train.batch_size=0 is invalid: expected an integer >= 1"]),
         ("train.batch_size=-4", ["train.batch_size=-4", ">= 1"]),
         ("train.accumulation=0", ["train.accumulation=0"]),
         ("train.log_every=0", ["train.log_every=0"]),
@@ -71,24 +71,34 @@ def run_copy(finished_run, tmp_path) -> Path:
         ("train.max_steps=-5", ["train.max_steps=-5", ">= 1"]),
         ("train.epochs=two", ["train.epochs='two'", "expected an integer"]),
         ("train.amp=off", ["train.amp='off'", "auto, fp32, bf16, fp16"]),
-        ("train.compile=maybe", ["train.compile='maybe'", "true or false"]),
-        ("augment.crop_size=[0, 64]", ["augment.crop_size", "positive"]),
-        ("augment.crop_size=64", ["augment.crop_size", "a list of 2 integers"]),
-        ("augment.flip_p=1.5", ["augment.flip_p=1.5", "<= 1"]),
-        ("augment.gamma=[1.2, 0.8]", ["augment.gamma", "low <= high"]),
-        ("eval.min_depth=20", ["eval.min_depth=20", "eval.max_depth=10"]),
-        ("eval.max_depth=0.0001", ["eval.min_depth", "eval.max_depth=0.0001"]),
-        ("eval.crop=middle", ["eval.crop='middle'", "nyu_eigen"]),
-        ("train=3", ["train is a section", "train.epochs="]),
+        ("train.compile=maybe", ["train.compile='maybe' is invalid: expected true/false"]),
+        ("train.lr=-1", ["train.lr=-1 is invalid: expected a number > 0"]),
+        ("train.lr=nan", ["train.lr=nan is invalid: expected a finite number"]),
+        ("train.max_steps=2.5", ["train.max_steps=2.5 is invalid: expected an integer >= 1 or null"]),
+        ("augment.crop_size=[0, 64]", ["augment.crop_size=[0, 64] is invalid: expected a list of 2 integers >= 1"]),
+        ("augment.crop_size=64", ["augment.crop_size=64", "a list of 2 integers"]),
+        ("augment.crop_size=[64, 64, 64]", ["augment.crop_size=[64, 64, 64]", "a list of 2 integers"]),
+        ("augment.flip_p=1.5", ["augment.flip_p=1.5 is invalid: expected a number in [0, 1]"]),
+        ("augment.gamma=[1.2, 0.8]", ["augment.gamma=[1.2, 0.8]", "low <= high"]),
+        ("augment.brightness=[0, 1]", ["augment.brightness=[0, 1]", "a list of 2 numbers > 0"]),
+        ("data.val_fraction=1", ["data.val_fraction=1", "a number in [0, 1)"]),
+        ("eval.min_depth=20", ["eval.min_depth=20.0 is invalid: expected a number < max_depth (10)"]),
+        ("eval.max_depth=0.0001", ["eval.min_depth=0.001", "max_depth (0.0001)"]),
+        ("eval.crop=middle", ["eval.crop='middle'", "nyu_eigen", "or null"]),
+        ("eval.limit=0", ["eval.limit=0 is invalid: expected an integer >= 1 or null"]),
+        ("train=3", ["train is a section", "epochs, max_steps"]),
         ("augment=[1, 2]", ["augment is a section"]),
-        ("train.nope=1", ["unknown key 'nope' in section train"]),
+        ("train.nope=1", ["unknown key 'train.nope'; known: epochs"]),
+        ("train.lr.x=1", ["train.lr has no sub-keys"]),
         ("nope.lr=1", ["unknown key 'nope'"]),
         ("train.lr", ["expected KEY=VALUE"]),
-        ("model_overrides.mirror_length=many", ["mirror_length"]),
-        ("model_overrides.no_such_field=1", ["no_such_field"]),
+        ("model_overrides.mirror_length=many", ["model_overrides.mirror_length='many'", "an integer >= 1"]),
+        ("model_overrides.mirror_length=0", ["model_overrides.mirror_length=0", "an integer >= 1"]),
+        ("model_overrides.reduce_dim=30", ["model_overrides.reduce_dim=30", "a multiple of decoder_heads (4)"]),
+        ("model_overrides.no_such_field=1", ["unknown key 'model_overrides.no_such_field'"]),
         ("data.dataset=imagenet", ["data.dataset='imagenet'", "folder"]),
-        ("model=runs/nope/best", ["runs/nope/best", "no model directory", "tiny"]),
-        ("model=no-such-preset", ["no-such-preset", "expected a preset", "tiny"]),
+        ("model=runs/nope/best", ["no such model directory: runs/nope/best", "tiny"]),
+        ("model=no-such-preset", ["unknown model preset 'no-such-preset'", "tiny"]),
     ],
 )
 def test_bad_set_values_are_one_error_line_before_any_model(item, fragments, no_model_build, tmp_path):
@@ -100,7 +110,8 @@ def test_bad_set_values_are_one_error_line_before_any_model(item, fragments, no_
 def test_user_yaml_unknown_key_is_named_and_missing_keys_take_defaults(tmp_path, no_model_build):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  lr: 0.001\n  learning_rate: 0.01\n")
-    assert_user_error(run_cli("train", "--recipe", bad, "--out", tmp_path / "a"), str(bad), "learning_rate")
+    assert_user_error(run_cli("train", "--recipe", bad, "--out", tmp_path / "a"), str(bad),
+                      "unknown key 'train.learning_rate'")
     partial = tmp_path / "partial.yaml"
     partial.write_text("model: tiny\ntrain:\n  max_steps: 2\n")  # no data / augment / eval sections at all
     from clip2depth.training.config import load_recipe
@@ -120,6 +131,8 @@ def test_nyu_without_data_root_fails_at_once_naming_the_root_and_variable(tmp_pa
     ("model: tiny\ntrain: {lr: [", "not valid YAML"),
     ("just text", "must be a mapping"),
     ("model: tiny\ntrain:\n  batch_size: 0\n", "train.batch_size=0"),
+    ("model: tiny\ntrain: 3\n", "train must be a mapping"),
+    ("model: tiny\nclip_pretrained: null\n", "unknown key 'clip_pretrained'"),
 ])
 def test_damaged_config_yaml_on_resume(run_copy, content, fragment, no_model_build):
     (run_copy / "config.yaml").write_text(content)
@@ -215,7 +228,7 @@ def test_ctrl_c_during_start_up_exits_130_and_writes_nothing(tmp_path, monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("clip2depth.training.trainer.create_model", interrupted)
+    monkeypatch.setattr("clip2depth.models.model.Clip2Depth.from_spec", interrupted)
     out = tmp_path / "run"
     result = run_cli("-q", "train", "--out", out, *sets(*SMALL))
     assert result.code == 130 and "Traceback" not in result.err
@@ -249,3 +262,14 @@ def test_resume_state_of_an_older_run_without_checksum_still_resumes(run_copy):
     assert result.code == 0, result.err
     assert "done: 3 steps" in result.out
     assert "resume_sha256" in (run_copy / "last" / "resume.json").read_text()  # the new checkpoint has one
+
+
+def test_recipe_with_a_key_given_twice_names_the_file_key_and_lines(tmp_path, no_model_build):
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text("model: tiny\ntrain:\n  lr: 0.001\n  batch_size: 4\n  lr: 0.01\n")
+    result = run_cli("train", "--recipe", recipe, "--out", tmp_path / "run")
+    assert_user_error(result, str(recipe), "key 'train.lr' is given twice (lines 3 and 5)")
+    assert not (tmp_path / "run").exists()
+    top = tmp_path / "top.yaml"
+    top.write_text("model: tiny\npretrained: null\nmodel: tiny-eva\n")
+    assert_user_error(run_cli("train", "--recipe", top), str(top), "key 'model' is given twice (lines 1 and 3)")

@@ -96,17 +96,14 @@ def variant_recipe(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     """``recipe`` with ``overrides`` merged into its ``model_overrides`` (checked by the model config).
 
     A variant on another CLIP (``backbone=PRESET``) trains on that CLIP's own pretrained tag when the
-    recipe asks for real weights: the recipe's tag (e.g. ``openai``) names weights of its own CLIP only.
+    recipe asks for real weights (:meth:`Recipe.replace`): the recipe's tag names weights of its own CLIP only.
     """
-    changes: dict[str, Any] = {"model_overrides": {**recipe.model_overrides, **overrides}}
-    if "clip_model" in overrides and recipe.pretrained is not None:
-        changes["pretrained"] = overrides.get("clip_pretrained")
-    return recipe.replace(**changes)
+    return recipe.replace(model_overrides={**recipe.model_overrides, **overrides})
 
 
 def resolved_model_config(recipe: Recipe) -> dict[str, Any] | None:
     """The full model config a recipe trains; None when the model is remote."""
-    config = recipe.model_config()
+    config = recipe.model_spec.config
     return None if config is None else config.to_dict()
 
 

@@ -33,7 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default=None, help="built-in recipe name or YAML file (default: synthetic)")
     p.add_argument("--data-root", default=None, help="dataset root (sets data.root)")
-    p.add_argument("--model", default=None, help="preset or model directory to start from (sets model)")
+    p.add_argument("--model", default=None,
+                   help="preset or model directory to start from (sets model); on another CLIP than the recipe's "
+                        "model, the recipe's CLIP weights give way to the model's own (a preset's tag, random for "
+                        "tiny; a directory's recorded weights) unless --pretrained is given")
     add_pretrained_flag(p)
     p.add_argument("--out", default=None, help="run directory (default: runs/<recipe>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
