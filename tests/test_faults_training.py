@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from clirun import assert_user_error, run_cli
 
@@ -211,11 +213,12 @@ def test_non_finite_weights_never_replace_a_finite_checkpoint(run_copy):
     import torch
 
     from clip2depth.errors import Clip2DepthError
-    from clip2depth.training.config import read_recipe_file
+    from clip2depth.training.config import apply_overrides, read_recipe_file
     from clip2depth.training.trainer import Trainer
 
     before = snapshot(run_copy / "last")
-    trainer = Trainer(read_recipe_file(run_copy / "config.yaml"), run_copy, resume=True, progress=False)
+    recipe = apply_overrides(read_recipe_file(run_copy / "config.yaml"), ["train.max_steps=4"])
+    trainer = Trainer(recipe, run_copy, resume=True, progress=False)
     trainer.prepare()
     with torch.no_grad():
         next(p for _, p in trainer.model.trainable_parameters()).fill_(float("nan"))
@@ -253,15 +256,14 @@ def test_flag_mistakes(tmp_path, no_model_build):
     assert not (tmp_path / "a").exists()
 
 
-def test_resume_state_of_an_older_run_without_checksum_still_resumes(run_copy):
+def test_resume_state_without_its_checksum_is_refused(run_copy, no_model_build):
     path = run_copy / "last" / "resume.json"
     meta = json.loads(path.read_text())
     del meta["resume_sha256"]
     path.write_text(json.dumps(meta))
-    result = run_cli("-q", "train", "--resume", run_copy, "--no-progress", "--set", "train.max_steps=3")
-    assert result.code == 0, result.err
-    assert "done: 3 steps" in result.out
-    assert "resume_sha256" in (run_copy / "last" / "resume.json").read_text()  # the new checkpoint has one
+    before = snapshot(run_copy)
+    assert_user_error(run_cli("train", "--resume", run_copy), "cannot resume", "resume_sha256")
+    assert snapshot(run_copy) == before
 
 
 def test_recipe_with_a_key_given_twice_names_the_file_key_and_lines(tmp_path, no_model_build):
@@ -273,3 +275,62 @@ def test_recipe_with_a_key_given_twice_names_the_file_key_and_lines(tmp_path, no
     top = tmp_path / "top.yaml"
     top.write_text("model: tiny\npretrained: null\nmodel: tiny-eva\n")
     assert_user_error(run_cli("train", "--recipe", top), str(top), "key 'model' is given twice (lines 1 and 3)")
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(run_copy, no_model_build):
+    before = snapshot(run_copy)
+    result = run_cli("train", "--resume", run_copy, "--no-progress")
+    assert result.code == 0, result.err
+    assert f"{run_copy} is finished: its checkpoint is at step 2 of 2; nothing was changed" in result.out
+    assert "--set train.max_steps=N" in result.out and not result.error_lines
+    assert snapshot(run_copy) == before
+
+
+def test_a_killed_run_resumed_logs_every_step_once(tmp_path, monkeypatch):
+    """Killed while saving its step-4 checkpoint, after logging steps 3-4: the resume from step 2 drops those."""
+    import clip2depth.training.trainer as trainer_module
+
+    items = [*SMALL, "train.max_steps=6", "train.val_every=2"]
+    whole = tmp_path / "whole"
+    assert run_cli("-q", "train", "--out", whole, "--no-progress", *sets(*items)).code == 0
+    real_save = trainer_module.save_last
+
+    def killed_at_step_4(run_dir, model, optimizer, scaler, state, **kwargs):
+        if state.step == 4:
+            raise KeyboardInterrupt
+        real_save(run_dir, model, optimizer, scaler, state, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_last", killed_at_step_4)
+    run = tmp_path / "run"
+    assert run_cli("-q", "train", "--out", run, "--no-progress", *sets(*items)).code == 130
+    with open(run / "log.jsonl", "a") as log:
+        log.write('{"step": 5, "loss": 0.')  # the kill also cut a line short
+    logged = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()[:-1]]
+    assert logged == [1, 2, 2, 3, 4, 4]  # losses, validations at 2 and 4; the checkpoint is the one at 2
+    monkeypatch.undo()
+
+    result = run_cli("-q", "train", "--resume", run, "--no-progress")
+    assert result.code == 0, result.err
+
+    def records(folder):
+        return [{k: v for k, v in json.loads(line).items() if k != "time_s"}
+                for line in (folder / "log.jsonl").read_text().splitlines()]
+
+    assert records(run) == records(whole)  # the same records with the same values, each step once
+    assert [r["step"] for r in records(run) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records(run) if "val_abs_rel" in r] == [2, 4, 6]
+
+
+def test_reproduce_smoke_test_with_the_tiny_model_drops_the_recipes_openai_weights(nyu_host, tmp_path, caplog):
+    server, lists = nyu_host
+    out = tmp_path / "repro"
+    caplog.set_level(logging.INFO, logger="clip2depth.training.config")
+    result = run_cli("-q", "reproduce", "nyu", "--out", out, "--data-root", tmp_path / "data", "--download",
+                     "--mirror", server.url, *lists, "--model", "tiny", "--depthclip", "none",
+                     *sets("augment.crop_size=[64, 96]", "train.batch_size=4", "train.max_steps=2",
+                           "train.val_every=2", "train.num_workers=0", "eval.limit=1"))
+    assert result.code == 0, result.err
+    saved = yaml.safe_load((out / "train" / "config.yaml").read_text())
+    assert (saved["model"], saved["pretrained"]) == ("tiny", None)
+    assert "pretrained=openai gives way to null" in caplog.text
+    assert json.loads((out / "train" / "finished.json").read_text())["state"]["step"] == 2

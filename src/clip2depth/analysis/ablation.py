@@ -166,9 +166,9 @@ def train_variant(recipe: Recipe, run_dir: Path, *, progress: bool = True) -> di
         summary = train(recipe, run_dir, resume=True, progress=progress)
     else:  # a config.yaml without a checkpoint: interrupted before the first one, so start from step 0
         summary = train(recipe, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress)
-    marker = {"total_steps": None if summary["stopped"] else summary["total_steps"], "stopped": summary["stopped"]}
+    marker = {"total_steps": None if summary.stopped else summary.total_steps, "stopped": summary.stopped}
     atomic_write_json(marker_path, marker)
-    if summary["stopped"] in ("SIGINT", "SIGTERM"):  # the user wants the whole ablation to stop, not this variant
+    if summary.interrupted:  # the user wants the whole ablation to stop, not this variant
         raise KeyboardInterrupt
     return marker
 
