@@ -7,12 +7,19 @@ import errno
 import json
 import logging
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 import yaml
+from safetensors import SafetensorError
 
 from clirun import assert_user_error, run_cli
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 
 SMALL = [
     "data.kwargs.size=[64, 96]", "data.kwargs.length=8", "data.val_kwargs.size=[64, 96]",
@@ -195,18 +202,42 @@ def test_resume_json_with_wrong_content_is_refused(run_copy, content):
     assert_user_error(run_cli("train", "--resume", run_copy), "cannot resume", "resume state")
 
 
-def test_full_disk_while_saving_is_one_error_line_and_keeps_the_checkpoint(run_copy, monkeypatch):
+@pytest.mark.parametrize("failure", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),  # its own words
+])
+def test_full_disk_while_saving_is_one_error_line_and_keeps_the_checkpoint(run_copy, monkeypatch, failure):
     before = snapshot(run_copy / "last")
     import clip2depth.models.checkpoint as ckpt
 
     def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise failure
 
     monkeypatch.setattr(ckpt, "save_file", full)
     result = run_cli("-q", "train", "--resume", run_copy, "--no-progress", "--set", "train.max_steps=4")
-    assert_user_error(result, "No space left on device", "previous one is intact", "--resume")
+    assert_user_error(result, f"cannot write the checkpoint {run_copy / 'last'}", "No space left on device",
+                      "previous one is intact", "--resume")
     assert snapshot(run_copy / "last") == before
     assert not (run_copy / "last.partial").exists()
+
+
+@pytest.mark.skipif(resource is None, reason="needs RLIMIT_FSIZE (POSIX)")
+def test_save_state_turns_the_safetensors_write_error_into_an_oserror(tmp_path):
+    """A real failed write (file size limit: EFBIG), so the translation is checked against safetensors' own words."""
+    import torch
+
+    from clip2depth.models.checkpoint import save_state
+
+    old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, old_limit[1]))
+    try:
+        with pytest.raises(OSError) as info:
+            save_state({"w": torch.zeros(10_000)}, tmp_path / "w.safetensors")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert info.value.errno == errno.EFBIG and info.value.filename == str(tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_non_finite_weights_never_replace_a_finite_checkpoint(run_copy):
