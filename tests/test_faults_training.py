@@ -365,3 +365,11 @@ def test_reproduce_smoke_test_with_the_tiny_model_drops_the_recipes_openai_weigh
     assert (saved["model"], saved["pretrained"]) == ("tiny", None)
     assert "pretrained=openai gives way to null" in caplog.text
     assert json.loads((out / "train" / "finished.json").read_text())["state"]["step"] == 2
+
+
+def test_resume_with_other_model_settings_is_refused_and_changes_nothing(run_copy):
+    before = snapshot(run_copy)
+    result = run_cli("-q", "train", "--resume", run_copy, *sets("model_overrides.mirror_length=4",
+                                                               "train.max_steps=4"))
+    assert_user_error(result, str(run_copy / "last"), "other settings (mirror_length)")
+    assert snapshot(run_copy) == before

@@ -5,13 +5,14 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
 
-from clip2depth.errors import ConfigError
+from clip2depth.errors import CheckpointError, ConfigError
 from clip2depth.training import config as config_module
 from clip2depth.training.config import (
     SECTIONS,
@@ -153,3 +154,18 @@ def test_the_recipe_resolves_its_model_once():
     assert recipe.model_spec is spec
     remote = Recipe(model="hf-hub:org/depth")  # not downloaded while the recipe is checked
     assert remote.model_spec.config is None and remote.model_spec.name == "hf-hub:org/depth"
+
+
+def test_a_checkpoint_of_the_recipes_model_keeps_its_clip_weights(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "last")
+    record = json.loads((tmp_path / "last" / "config.json").read_text())
+    record["clip"]["weights"] = "/weights/tiny.safetensors"  # as if trained on a weights file
+    (tmp_path / "last" / "config.json").write_text(json.dumps(record))
+    spec = Recipe(model="tiny").model_spec.with_directory(tmp_path / "last")
+    assert spec.directory == tmp_path / "last" and spec.clip_weights == "/weights/tiny.safetensors"
+    assert spec.weights_sha256 == record["weights_sha256"] and spec.config == Recipe().model_spec.config
+    asked = Recipe(model="tiny", pretrained="/other.safetensors").model_spec.with_directory(tmp_path / "last")
+    assert asked.clip_weights == "/other.safetensors"
+    with pytest.raises(CheckpointError, match="other settings \\(mirror_length\\)"):
+        build_recipe("synthetic", overrides=["model_overrides.mirror_length=4"]).model_spec.with_directory(
+            tmp_path / "last")

@@ -20,7 +20,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
 import yaml
@@ -79,7 +79,7 @@ class Rule:
 
 def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, ge: float | None = None,
             gt: float | None = None, le: float | None = None, lt: float | None = None,
-            choices: typing.Iterable[Any] | None = None, keys_of: type | None = None) -> Any:
+            choices: Iterable[Any] | None = None, keys_of: type | None = None) -> Any:
     """A dataclass field whose values must also satisfy a range (``ge``/``gt``/``le``/``lt``; for a list,
     every item) or be one of ``choices``. ``keys_of``: for a ``dict`` field, its keys are fields of that
     config and each value is converted and checked as that field."""
@@ -153,7 +153,8 @@ def _to_type(value: Any, hint: Any, key: str, keys_of: type | None) -> Any:
         raise _Mismatch
     items = _items(hint)
     if items is not None:
-        if not isinstance(value, list | tuple) or (origin is tuple and len(items) > 1 and len(value) != len(items)):
+        fixed = origin is tuple and args[-1] is not Ellipsis
+        if not isinstance(value, list | tuple) or (fixed and len(value) != len(args)):
             raise _Mismatch
         converted = [_to_type(v, items[0], key, None) for v in value]
         return converted if origin is list else tuple(converted)

@@ -51,20 +51,18 @@ class ModelSpec:
         return _from_directory(download_model_dir(self.name), self.name, self.pretrained, self.overrides)
 
     def with_directory(self, directory: str | Path) -> ModelSpec:
-        """The same model with the trained weights of ``directory`` (a checkpoint of it) to load.
+        """The same model with the trained weights of ``directory`` (a checkpoint of it) to load; without
+        ``pretrained``, the CLIP weights its ``config.json`` records.
 
         Raises:
             CheckpointError: ``directory`` holds another architecture than this spec's config.
         """
-        data = checkpoint.read_model_dir(directory)
-        saved = ModelConfig.from_dict(data["model"], source=str(Path(directory) / checkpoint.CONFIG_NAME),
-                                      section="model")
-        if self.config is not None and saved != self.config:
-            changed = [k for k, v in saved.to_dict().items() if v != getattr(self.config, k)]
+        saved = _from_directory(directory, self.name, self.pretrained, {})
+        if self.config is not None and saved.config != self.config:
+            changed = [k for k, v in saved.config.to_dict().items() if v != getattr(self.config, k)]
             raise CheckpointError(f"{directory} holds a model with other settings ({', '.join(changed)}) than "
                                   f"{self.name} with its overrides; keep the model settings the run was started with")
-        return dataclasses.replace(self, config=saved, directory=Path(directory),
-                                   weights_sha256=data.get("weights_sha256"))
+        return dataclasses.replace(saved, overrides=self.overrides)
 
 
 def resolve_model(name: str | os.PathLike[str], *, pretrained: str | None = None,
