@@ -19,9 +19,9 @@ from torch import nn
 import clip2depth
 from clip2depth.analysis.ablation import variant_overrides
 from clip2depth.errors import ConfigError
-from clip2depth.models.model import Clip2Depth
 from clip2depth.models.clip_backbone import ClipBundle, build_clip, register_clip_configs
 from clip2depth.models.config import load_preset
+from clip2depth.models.model import Clip2Depth
 from clip2depth.models.text_towers import SequenceLayout, text_tower_of
 
 FAMILIES = ["tiny", "tiny-sigmoid", "tiny-eva", "tiny-mobileclip", "tiny-convnext"]
@@ -232,7 +232,7 @@ def test_backbone_variant_trains_on_its_own_clip_weights_when_the_recipe_has_rea
     overrides = variant_overrides("backbone=clip2depth-eva02-b-16")
     real = variant_recipe(Recipe(model="clip2depth-vit-b-16", pretrained="openai"), overrides)
     assert real.pretrained == load_preset("clip2depth-eva02-b-16").clip_pretrained
-    assert real.model_config().clip_model == "EVA02-B-16"
+    assert real.model_spec.config.clip_model == "EVA02-B-16"
     random = variant_recipe(Recipe(model="clip2depth-vit-b-16", pretrained=None), overrides)
     assert random.pretrained is None
     same_clip = variant_recipe(Recipe(model="clip2depth-vit-b-16", pretrained="openai"), {"mirror_length": 8})

@@ -54,7 +54,7 @@ def _with_model_field(model_dir, tmp_path, **fields):
 def test_wrong_type_in_model_config_names_file_field_value_and_type(model_dir, tmp_path, field, value, expected):
     directory = _with_model_field(model_dir, tmp_path, **{field: value})
     result = run_cli("info", "--model", directory, "--size", "64", "64")
-    assert_user_error(result, str(directory / "config.json"), f"'{field}'", repr(value), expected)
+    assert_user_error(result, str(directory / "config.json"), f"{field}={value!r}", expected)
 
 
 def test_model_config_that_is_not_an_object_is_one_error(model_dir, tmp_path):

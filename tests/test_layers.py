@@ -14,8 +14,8 @@ import clip2depth.errors
 
 SRC = Path(clip2depth.errors.__file__).resolve().parent
 ROOT = "clip2depth"
-LAYERS = ["errors", "io", "models", "data", "evaluation", "inference", "training", "reporting", "analysis",
-          "app", "cli"]
+LAYERS = ["errors", "typed", "io", "models", "data", "evaluation", "inference", "training", "reporting",
+          "analysis", "app", "cli"]
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC.parent).with_suffix("").parts)

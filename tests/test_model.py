@@ -266,7 +266,7 @@ def test_preset_registry():
         "ViT-B-16", "openai", [3, 6, 9], 64, 64)
     with pytest.raises(clip2depth.ConfigError, match="unknown model preset"):
         clip2depth.create_model("no-such-preset")
-    with pytest.raises(clip2depth.ConfigError, match="unknown model config field"):
+    with pytest.raises(clip2depth.ConfigError, match="unknown key 'reduce_dimm'; known: name, clip_model"):
         clip2depth.create_model("tiny", reduce_dimm=3)
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from clip2depth.analysis import reproduce as reproduce_module
+from clip2depth.training.trainer import TrainState, TrainSummary
 from clirun import assert_user_error, run_cli
 
 TINY = ["--model", "tiny", "--depthclip", "none",
@@ -65,7 +66,8 @@ def test_reproduce_without_data_asks_for_download(tmp_path):
 
 def test_interrupted_training_exits_130_and_says_how_to_continue(nyu_host, tmp_path, monkeypatch):
     server, lists = nyu_host
-    monkeypatch.setattr(reproduce_module, "train", lambda *a, **k: {"stopped": "SIGINT", "state": {}})
+    stopped = TrainSummary(run_dir=tmp_path / "o" / "train", state=TrainState(step=1), total_steps=2, stopped="SIGINT")
+    monkeypatch.setattr(reproduce_module, "train", lambda *a, **k: stopped)
     result = run_cli("-q", "reproduce", "nyu", "--out", tmp_path / "o", "--data-root", tmp_path / "d",
                      "--download", "--mirror", server.url, *lists, *TINY)
     assert result.code == 130 and "run the same command again" in result.out

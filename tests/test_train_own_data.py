@@ -81,7 +81,7 @@ def test_folder_mistakes_fail_before_any_model(tmp_path, monkeypatch, sets, frag
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built before the data was checked")
 
-    monkeypatch.setattr("clip2depth.training.trainer.create_model", refuse)
+    monkeypatch.setattr("clip2depth.models.model.Clip2Depth.from_spec", refuse)
     list_file = make_folder(tmp_path / "mydata")
     argv = [arg for item in sets for arg in ("--set", item.replace("LIST", str(list_file)))]
     assert_user_error(run_cli("train", "--recipe", "folder", "--out", tmp_path / "run", *argv), *fragments)

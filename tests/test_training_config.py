@@ -5,13 +5,14 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
 
-from clip2depth.errors import ConfigError
+from clip2depth.errors import CheckpointError, ConfigError
 from clip2depth.training import config as config_module
 from clip2depth.training.config import (
     SECTIONS,
@@ -73,14 +74,8 @@ def test_set_values_are_converted_to_the_field_type():
 def test_shortcut_flags_go_through_the_same_checks():
     r = build_recipe("nyu", data_root="/data/nyu", model="tiny", pretrained="none")
     assert (r.data.root, r.model, r.pretrained) == ("/data/nyu", "tiny", None)
-    with pytest.raises(ConfigError, match="model='no-such-preset'"):
+    with pytest.raises(ConfigError, match="unknown model preset 'no-such-preset'"):
         build_recipe("synthetic", model="no-such-preset")
-
-
-def test_legacy_clip_pretrained_key_of_older_run_folders(tmp_path):
-    path = tmp_path / "config.yaml"
-    path.write_text("model: tiny\nclip_pretrained: null\ntrain: {max_steps: 3}\n")
-    assert read_recipe_file(path).pretrained is None
 
 
 def test_integral_float_for_an_int_field_and_non_finite_numbers():
@@ -91,12 +86,12 @@ def test_integral_float_for_an_int_field_and_non_finite_numbers():
 
 
 def test_folder_only_fields_are_refused_for_other_datasets():
-    with pytest.raises(ConfigError, match="data.train_list applies to data.dataset=folder only"):
+    with pytest.raises(ConfigError, match="data.train_list='x.txt' is invalid: expected null: only dataset=folder"):
         build_recipe("nyu", overrides=["data.train_list=x.txt"])
 
 
 def test_batch_must_split_into_accumulation_steps():
-    with pytest.raises(ConfigError, match="divisible by train.accumulation"):
+    with pytest.raises(ConfigError, match=r"train.batch_size=6 is invalid: expected a multiple of accumulation \(4\)"):
         build_recipe("synthetic", overrides=["train.batch_size=6", "train.accumulation=4"])
 
 
@@ -128,3 +123,49 @@ def test_no_dead_re_exports():
     assert not hasattr(report, "best_of")
     assert "load_trained_state" not in trainer.__all__ and not hasattr(trainer, "load_trained_state")
     assert config_module.__doc__
+
+
+def test_a_model_on_another_clip_takes_that_clips_own_weights(tmp_path, tiny_model):
+    # nyu trains clip2depth-vit-b-16 (CLIP ViT-B-16) on openai's weights
+    assert build_recipe("nyu", model="tiny").pretrained is None  # tiny's CLIP has no tag: random weights
+    assert build_recipe("nyu", model="clip2depth-vit-l-14").pretrained == "openai"
+    assert build_recipe("nyu", model="clip2depth-eva02-b-16").pretrained == "merged2b_s8b_b131k"
+    assert build_recipe("nyu", overrides=["model=tiny"]).pretrained is None  # --set model= is the same switch
+    assert build_recipe("nyu", model="tiny", pretrained="openai").pretrained == "openai"  # asked for: kept
+    assert build_recipe("synthetic", model="clip2depth-vit-b-16").pretrained is None  # random stays random
+    own = build_recipe("nyu", overrides=["model_overrides.clip_model=EVA02-B-16",
+                                         "model_overrides.clip_pretrained=merged2b_s8b_b131k"])
+    assert own.pretrained == "merged2b_s8b_b131k"
+    tiny_model.save_pretrained(tmp_path / "trained")
+    assert build_recipe("nyu", model=str(tmp_path / "trained")).pretrained is None  # its recorded weights
+
+    local = tmp_path / "local.yaml"
+    local.write_text("model: clip2depth-vit-b-16\npretrained: /weights/vit-b-16.safetensors\n")
+    same_clip = build_recipe(str(local), model="clip2depth-vit-b-16-kitti")
+    assert same_clip.pretrained == "/weights/vit-b-16.safetensors"  # the same CLIP: its weights fit
+    assert build_recipe(str(local), model="tiny").pretrained is None
+
+
+def test_the_recipe_resolves_its_model_once():
+    recipe = build_recipe("synthetic", overrides=["model_overrides.mirror_length=4"])
+    spec = recipe.model_spec
+    assert spec.name == "tiny" and spec.config.mirror_length == 4 and spec.directory is None
+    assert spec.config == load_recipe("synthetic").model_spec.config.replace(mirror_length=4)
+    assert recipe.model_spec is spec
+    remote = Recipe(model="hf-hub:org/depth")  # not downloaded while the recipe is checked
+    assert remote.model_spec.config is None and remote.model_spec.name == "hf-hub:org/depth"
+
+
+def test_a_checkpoint_of_the_recipes_model_keeps_its_clip_weights(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "last")
+    record = json.loads((tmp_path / "last" / "config.json").read_text())
+    record["clip"]["weights"] = "/weights/tiny.safetensors"  # as if trained on a weights file
+    (tmp_path / "last" / "config.json").write_text(json.dumps(record))
+    spec = Recipe(model="tiny").model_spec.with_directory(tmp_path / "last")
+    assert spec.directory == tmp_path / "last" and spec.clip_weights == "/weights/tiny.safetensors"
+    assert spec.weights_sha256 == record["weights_sha256"] and spec.config == Recipe().model_spec.config
+    asked = Recipe(model="tiny", pretrained="/other.safetensors").model_spec.with_directory(tmp_path / "last")
+    assert asked.clip_weights == "/other.safetensors"
+    with pytest.raises(CheckpointError, match="other settings \\(mirror_length\\)"):
+        build_recipe("synthetic", overrides=["model_overrides.mirror_length=4"]).model_spec.with_directory(
+            tmp_path / "last")

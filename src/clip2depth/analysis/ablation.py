@@ -96,17 +96,14 @@ def variant_recipe(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     """``recipe`` with ``overrides`` merged into its ``model_overrides`` (checked by the model config).
 
     A variant on another CLIP (``backbone=PRESET``) trains on that CLIP's own pretrained tag when the
-    recipe asks for real weights: the recipe's tag (e.g. ``openai``) names weights of its own CLIP only.
+    recipe asks for real weights (:meth:`Recipe.replace`): the recipe's tag names weights of its own CLIP only.
     """
-    changes: dict[str, Any] = {"model_overrides": {**recipe.model_overrides, **overrides}}
-    if "clip_model" in overrides and recipe.pretrained is not None:
-        changes["pretrained"] = overrides.get("clip_pretrained")
-    return recipe.replace(**changes)
+    return recipe.replace(model_overrides={**recipe.model_overrides, **overrides})
 
 
 def resolved_model_config(recipe: Recipe) -> dict[str, Any] | None:
     """The full model config a recipe trains; None when the model is remote."""
-    config = recipe.model_config()
+    config = recipe.model_spec.config
     return None if config is None else config.to_dict()
 
 
@@ -169,9 +166,9 @@ def train_variant(recipe: Recipe, run_dir: Path, *, progress: bool = True) -> di
         summary = train(recipe, run_dir, resume=True, progress=progress)
     else:  # a config.yaml without a checkpoint: interrupted before the first one, so start from step 0
         summary = train(recipe, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress)
-    marker = {"total_steps": None if summary["stopped"] else summary["total_steps"], "stopped": summary["stopped"]}
+    marker = {"total_steps": None if summary.stopped else summary.total_steps, "stopped": summary.stopped}
     atomic_write_json(marker_path, marker)
-    if summary["stopped"] in ("SIGINT", "SIGTERM"):  # the user wants the whole ablation to stop, not this variant
+    if summary.interrupted:  # the user wants the whole ablation to stop, not this variant
         raise KeyboardInterrupt
     return marker
 

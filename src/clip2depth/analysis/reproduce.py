@@ -15,7 +15,7 @@ Stages, each resumable (re-running continues where the last run stopped):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +149,9 @@ def stage_train(opts: ReproduceOptions, recipe: Recipe) -> tuple[dict[str, Any] 
         return done, None
     resume = find_last(run_dir) is not None
     summary = train(recipe, run_dir, resume=resume, progress=opts.show_progress)
-    if summary["stopped"]:
-        return None, summary["stopped"]
-    info = {"state": summary["state"], "total_steps": summary["total_steps"],
+    if summary.stopped:
+        return None, summary.stopped
+    info = {"state": asdict(summary.state), "total_steps": summary.total_steps,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU",
             "gpus": max(1, torch.cuda.device_count())}
     atomic_write_json(finished, info)

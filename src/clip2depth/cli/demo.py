@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         claim_output_dir(out, [*RUN_OUTPUTS, *DEMO_OUTPUTS], overwrite=args.overwrite, resumable=True)
     trainer = Trainer(recipe, out, resume=args.resume)
     summary = trainer.run()
-    if summary["stopped"]:
-        print(f"demo interrupted at step {summary['state']['step']}; continue with: "
+    if summary.stopped:
+        print(f"demo interrupted at step {summary.state.step}; continue with: "
               f"clip2depth demo --out {out} --resume")
         return 130
 
@@ -74,14 +74,14 @@ def run(args: argparse.Namespace) -> int:
     results = {"clip2depth (tiny, synthetic)": result.metrics,
                f"baseline: mean training depth {baseline_depth:.2f} m": baseline.metrics}
     write_report(out, title="clip2depth demo: tiny model on built-in synthetic scenes", results=results, notes=[
-        f"{summary['state']['step']} training steps, {result.count} held-out test scenes, "
+        f"{summary.state.step} training steps, {result.count} held-out test scenes, "
         f"{seconds:.0f} s in total",
         f"AbsRel ratio model / baseline: {ratio:.3f}",
         f"CLIP weights: {recipe.pretrained or 'random (no download needed)'}",
     ])
     atomic_write_json(out / "summary.json", {
         "model": result.metrics, "baseline": baseline.metrics, "seconds": round(seconds, 1),
-        "baseline_depth_m": baseline_depth, "steps": summary["state"]["step"], "test_scenes": result.count})
+        "baseline_depth_m": baseline_depth, "steps": summary.state.step, "test_scenes": result.count})
     print(markdown_table(results))
     print(f"\nAbsRel model/baseline = {ratio:.3f}; {seconds:.0f} s; report: {out / 'report.md'}")
     return 0

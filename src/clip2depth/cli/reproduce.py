@@ -26,7 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--mirror", default=None, metavar="BASE_URL",
                    help="download from a copy of the files (see data get)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, sizes and a GPU-hour estimate; do nothing")
-    p.add_argument("--model", default=None, help="preset to train instead of the recipe's (e.g. tiny for a smoke test)")
+    p.add_argument("--model", default=None,
+                   help="preset to train instead of the recipe's (e.g. tiny for a smoke test); on another CLIP, the "
+                        "recipe's CLIP weights (openai) give way to the preset's own tag (none for tiny: random "
+                        "weights) unless --set pretrained=... is given")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, as in train (e.g. train.max_steps=100)")
     p.add_argument("--train-list", default=None, metavar="FILE", help="train split list instead of the packaged one")

@@ -12,7 +12,7 @@ EPILOG = """examples:
   clip2depth train --recipe synthetic --out runs/synth
   clip2depth train --recipe nyu --data-root /data/nyu --out runs/nyu --set train.batch_size=16
   clip2depth train --recipe folder --set data.train_list=mydata/train.txt --out runs/mine
-  clip2depth train --resume runs/nyu
+  clip2depth train --resume runs/nyu       # after an interruption; a finished run is left as it is
   torchrun --nproc_per_node 4 -m clip2depth train --recipe nyu --data-root /data/nyu --out runs/nyu
 
 Every recipe field can be set with --set SECTION.KEY=VALUE (sections: data, augment, eval, train; top-level
@@ -33,7 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default=None, help="built-in recipe name or YAML file (default: synthetic)")
     p.add_argument("--data-root", default=None, help="dataset root (sets data.root)")
-    p.add_argument("--model", default=None, help="preset or model directory to start from (sets model)")
+    p.add_argument("--model", default=None,
+                   help="preset or model directory to start from (sets model); on another CLIP than the recipe's "
+                        "model, the recipe's CLIP weights give way to the model's own (a preset's tag, random for "
+                        "tiny; a directory's recorded weights) unless --pretrained is given")
     add_pretrained_flag(p)
     p.add_argument("--out", default=None, help="run directory (default: runs/<recipe>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -68,15 +71,20 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.out or f"runs/{Path(name).stem}")
         resume = False
     summary = train(recipe, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
-    state = summary["state"]
-    if summary["stopped"]:
-        print(f"stopped ({summary['stopped']}) at step {state['step']}/{summary['total_steps']}; "
+    state = summary.state
+    if summary.already_finished:
+        print(f"{run_dir} is finished: its checkpoint is at step {state.step} of {summary.total_steps}; nothing was "
+              f"changed. To train longer: --set train.max_steps=N (N > {state.step}); to start again: "
+              f"--out {run_dir} --overwrite")
+        return 0
+    if summary.stopped:
+        print(f"stopped ({summary.stopped}) at step {state.step}/{summary.total_steps}; "
               f"continue with: clip2depth train --resume {run_dir}")
-        return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
-    print(f"done: {state['step']} steps in {state['elapsed_s']:.0f} s; best val AbsRel "
-          f"{state['best_abs_rel']:.4f} at step {state['best_step']}; models in {run_dir}/best and {run_dir}/last")
-    if state["nonfinite_total"]:
-        print(f"{state['nonfinite_total']} steps skipped for a non-finite loss")
-    if state["skipped_samples"]:
-        print(f"{state['skipped_samples']} training samples skipped (unreadable or too small; see the warnings)")
+        return 130 if summary.interrupted else 0
+    print(f"done: {state.step} steps in {state.elapsed_s:.0f} s; best val AbsRel "
+          f"{state.best_abs_rel:.4f} at step {state.best_step}; models in {run_dir}/best and {run_dir}/last")
+    if state.nonfinite_total:
+        print(f"{state.nonfinite_total} steps skipped for a non-finite loss")
+    if state.skipped_samples:
+        print(f"{state.skipped_samples} training samples skipped (unreadable or too small; see the warnings)")
     return 0

@@ -9,8 +9,11 @@ This module sits below the model class: it reads a model only through :class:`Ch
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,10 +55,20 @@ def is_model_dir(path: str | Path) -> bool:
 
 
 def save_state(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
-    """Atomically write ``state`` as safetensors; returns the file's sha256."""
+    """Atomically write ``state`` as safetensors; returns the file's sha256.
+
+    Raises:
+        OSError: the file cannot be written (a full disk: ``errno.ENOSPC``), whether safetensors or the
+            filesystem says so; ``path`` is left as it was.
+    """
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # safetensors reports I/O failures as "... (os error 28)", not OSError
+            code = re.search(r"\(os error (\d+)\)", str(exc))
+            number = int(code.group(1)) if code else errno.EIO
+            raise OSError(number, os.strerror(number) if code else str(exc), str(path)) from exc
         digest = file_digest(tmp)
     return digest
 

@@ -19,10 +19,9 @@ canvas for evaluation: ``clip2depth eval --protocol depthclip`` does the same.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import open_clip
 import torch
@@ -30,13 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip2depth.errors import ConfigError
-from clip2depth.models.model import Clip2Depth
 from clip2depth.models.clip_backbone import build_clip
+from clip2depth.models.model import Clip2Depth
+from clip2depth.typed import TypedConfig, invalid, setting
 
-NORMALIZATIONS = ("imagenet", "clip")
-# channel_subsample: the authors' choice (see the module docstring). attnpool_value: the attention
-# pool's value and output projections applied per patch (MaskCLIP's dense CLIP features).
-DENSE_FEATURES = ("channel_subsample", "attnpool_value")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Where the authors' NYU evaluation crops its input from the 480×640 image: (top, bottom, left, right).
@@ -45,7 +41,7 @@ NYU_INPUT_BOX = (56, 60, 416, 544)
 
 
 @dataclass
-class DepthCLIPConfig:
+class DepthCLIPConfig(TypedConfig):
     """Everything that defines a DepthCLIP model; defaults reproduce the authors' code."""
 
     name: str = "depthclip-rn50"
@@ -58,52 +54,26 @@ class DepthCLIPConfig:
     distance_words: tuple[str, ...] = (
         "giant", "extremely close", "close", "not in distance", "a little remote", "far", "unseen",
     )
-    bins: tuple[float, ...] = (1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00)  # metres, one per distance word
-    temperature: float = 0.1
-    logit_scale: float = 100.0
-    dense_features: str = "channel_subsample"
-    normalization: str = "imagenet"
-    max_depth: float = 10.0  # the dataset's depth cap (NYU); predictions never exceed max(bins)
+    bins: tuple[float, ...] = setting((1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00), gt=0)  # metres, one per word
+    temperature: float = setting(0.1, gt=0)
+    logit_scale: float = setting(100.0, gt=0)
+    # channel_subsample: the authors' choice (see the module docstring). attnpool_value: the attention
+    # pool's value and output projections applied per patch (MaskCLIP's dense CLIP features).
+    dense_features: Literal["channel_subsample", "attnpool_value"] = "channel_subsample"
+    normalization: Literal["imagenet", "clip"] = "imagenet"
+    max_depth: float = setting(10.0, gt=0)  # the dataset's depth cap (NYU); predictions never exceed max(bins)
 
-    def __post_init__(self) -> None:
-        self.distance_words = tuple(self.distance_words)
-        self.bins = tuple(float(b) for b in self.bins)
-        if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(f"normalization {self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
-        if self.dense_features not in DENSE_FEATURES:
-            raise ConfigError(f"dense_features {self.dense_features!r} is not one of {', '.join(DENSE_FEATURES)}")
+    def validate(self) -> None:
         if not self.bins or len(self.bins) != len(self.distance_words):
-            raise ConfigError(
-                f"DepthCLIP needs one bin per distance word, got {len(self.bins)} bins for "
-                f"{len(self.distance_words)} words"
-            )
-        if any(b <= 0 for b in self.bins):
-            raise ConfigError(f"bins must be positive depths in metres, got {list(self.bins)}")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be positive, got {self.temperature}")
-        if self.max_depth <= 0:
-            raise ConfigError(f"max_depth must be positive, got {self.max_depth}")
+            raise invalid("bins", list(self.bins), f"one bin per distance word ({len(self.distance_words)} words)")
         try:
             self.prompts()
-        except (KeyError, IndexError) as exc:
-            raise ConfigError(
-                f"template {self.template!r} must use exactly the fields {{object}} and {{distance}}"
-            ) from exc
+        except (KeyError, IndexError):
+            raise invalid("template", self.template, "a text using the fields {object} and {distance} only") from None
 
     def prompts(self) -> list[str]:
         """The text of each bin's prompt, in bin order."""
         return [self.template.format(object=self.object, distance=w) for w in self.distance_words]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **overrides: Any) -> DepthCLIPConfig:
-        """A copy with ``overrides`` applied (unknown names raise :class:`ConfigError`)."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ConfigError(f"unknown DepthCLIP config field(s) {unknown}; known fields: {sorted(known)}")
-        return dataclasses.replace(self, **overrides)
 
 
 class DepthCLIP(nn.Module):

@@ -13,16 +13,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from clip2depth.errors import CheckpointError, ConfigError, DataError
+from clip2depth.errors import ConfigError, DataError
 from clip2depth.io.images import load_image, to_rgb_uint8
 from clip2depth.models import checkpoint
 from clip2depth.models.clip_backbone import ClipBundle, build_clip
-from clip2depth.models.config import ModelConfig, list_models, load_preset
+from clip2depth.models.config import ModelConfig
 from clip2depth.models.decoder import FiLMDepthDecoder, default_head_strides
-from clip2depth.models.hub import HF_PREFIX, download_model_dir, upload_model_dir
+from clip2depth.models.hub import upload_model_dir
 from clip2depth.models.image_encoder import FrozenImageEncoder
 from clip2depth.models.infer import image_tensor, predict_batch, size_batches
 from clip2depth.models.prompt_encoder import PromptEncoder
+from clip2depth.models.spec import ModelSpec, resolve_model
 from clip2depth.models.timm_image_encoder import TimmImageEncoder, is_timm_tower
 
 ImageLike: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
@@ -131,38 +132,17 @@ class Clip2Depth(nn.Module):
         Returns:
             The model in eval mode, trained weights loaded when ``name_or_dir`` is a directory.
         """
-        name = str(name_or_dir)
-        if name.startswith(HF_PREFIX):
-            name = download_model_dir(name)
-        if checkpoint.is_model_dir(name):
-            data = checkpoint.read_model_dir(name)
-            config = ModelConfig.from_dict(data["model"], source=str(Path(name) / checkpoint.CONFIG_NAME))
-            if overrides:
-                config = config.replace(**overrides)
-            clip = data.get("clip")
-            weights = pretrained if pretrained is not None else (clip or {}).get("weights")
-            if weights is not None and not isinstance(weights, str):
-                raise CheckpointError(
-                    f"{Path(name) / checkpoint.CONFIG_NAME}: field 'clip.weights' is {weights!r}, expected a "
-                    "string (an open_clip tag or a path) or null; fix the file or pass --pretrained"
-                )
-            model = cls.from_config(config, clip_weights=weights, device=device)
-            checkpoint.load_trained_state(model, name, data.get("weights_sha256"))
-            return model.eval()
-        if Path(name).exists():
-            raise ConfigError(
-                f"{name} exists but is not a clip2depth model directory (it has no {checkpoint.CONFIG_NAME}); "
-                "pass a preset name or a directory written by save_pretrained"
-            )
-        if _looks_like_path(name):
-            raise ConfigError(
-                f"no such model directory: {name}; pass a directory written by save_pretrained (a training "
-                f"run's best/ or last/) or a preset: {', '.join(list_models())}"
-            )
-        config = load_preset(name)
-        if overrides:
-            config = config.replace(**overrides)
-        return cls.from_config(config, clip_weights=pretrained, device=device)
+        return cls.from_spec(resolve_model(name_or_dir, pretrained=pretrained, overrides=overrides), device=device)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, device: str | torch.device = "cpu") -> Clip2Depth:
+        """The model ``spec`` describes: built for its config on its CLIP weights, with the trained weights of
+        its directory loaded (strictly) when it has one; in eval mode."""
+        spec = spec.fetched()
+        model = cls.from_config(spec.config, clip_weights=spec.clip_weights, device=device)
+        if spec.directory is not None:
+            checkpoint.load_trained_state(model, spec.directory, spec.weights_sha256)
+        return model.eval()
 
     @property
     def device(self) -> torch.device:
@@ -285,11 +265,6 @@ class Clip2Depth(nn.Module):
         with tempfile.TemporaryDirectory(prefix="clip2depth-push-") as tmp:
             self.save_pretrained(tmp)
             return upload_model_dir(tmp, repo_id, private=private, token=token, commit_message=commit_message)
-
-
-def _looks_like_path(name: str) -> bool:
-    """A model name that can only mean a directory: it has a path separator or starts with ``.``/``~``."""
-    return os.sep in name or "/" in name or name.startswith((".", "~"))
 
 
 def _to_tensor(image: ImageLike) -> torch.Tensor:

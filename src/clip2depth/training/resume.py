@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import shutil
@@ -28,8 +27,6 @@ from clip2depth.io.atomic import atomic_write_json
 from clip2depth.io.digest import file_digest
 from clip2depth.models.checkpoint import read_model_dir, save_pretrained, save_state
 from clip2depth.models.model import Clip2Depth
-
-logger = logging.getLogger(__name__)
 
 RESUME_TENSORS = "resume.safetensors"
 RESUME_JSON = "resume.json"
@@ -152,11 +149,7 @@ def read_resume(last: Path, *, global_batch: int) -> ResumeState:
            "with --overwrite")
     try:
         meta = json.loads(path_json.read_text())
-        expected = meta.get("resume_sha256") if isinstance(meta, dict) else meta["resume_sha256"]
-        if expected is None:  # written before resume files carried a checksum
-            logger.warning("%s records no checksum of %s (an older run); it is not verified", path_json,
-                           RESUME_TENSORS)
-        elif file_digest(path_tensors) != expected:
+        if file_digest(path_tensors) != meta["resume_sha256"]:
             raise CheckpointError(bad.format(f"{RESUME_TENSORS} does not match the checksum in {RESUME_JSON} "
                                              "(modified or truncated)"))
         tensors = load_file(str(path_tensors))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from clip2depth.errors import ConfigError
+from clip2depth.io.atomic import atomic_path
 from clip2depth.io.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -60,3 +61,28 @@ class RunLog:
         self.bar.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def drop_records_after(path: Path, step: int) -> None:
+    """Keep only the records of ``path`` up to ``step``, atomically (a resumed run logs the later steps again,
+    and a line a kill cut short would spoil the next one); the file goes at step 0."""
+    if step == 0:
+        path.unlink(missing_ok=True)
+        return
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return
+    kept = [line for line in lines if (logged := _step_of(line)) is not None and logged <= step]
+    if len(kept) < len(lines):
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None

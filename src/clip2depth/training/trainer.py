@@ -15,9 +15,9 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -28,7 +28,7 @@ from clip2depth.evaluation.metrics import MetricAverager
 from clip2depth.evaluation.protocol import EvalResult, evaluate
 from clip2depth.io.atomic import atomic_path
 from clip2depth.io.outputs import claim_output_dir
-from clip2depth.models.factory import create_model
+from clip2depth.models.model import Clip2Depth
 from clip2depth.training.config import Recipe
 from clip2depth.training.datasets import AugmentedDataset, EpochBatchSampler, build_augment, build_datasets, collate
 from clip2depth.training.distributed import all_reduce_sum, amp_settings, barrier, setup_ranks
@@ -42,7 +42,7 @@ from clip2depth.training.resume import (
     save_last,
     weights_are_finite,
 )
-from clip2depth.training.runlog import LOG_NAME, RunLog
+from clip2depth.training.runlog import LOG_NAME, RunLog, drop_records_after
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,28 @@ CONFIG_NAME = "config.yaml"
 RUN_OUTPUTS: tuple[str, ...] = (CONFIG_NAME, LOG_NAME, "last", "best", "last.old", "best.old", "last.partial",
                                 "best.partial", "tensorboard")
 """What a run writes into its folder (a fresh run refuses a folder holding any of them)."""
+
+StopReason = Literal["SIGINT", "SIGTERM", "time limit"]
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What :func:`train` reports about a run."""
+
+    run_dir: Path
+    state: TrainState
+    """Position and counters at the end: step, best validation AbsRel and its step, skipped steps and samples."""
+    total_steps: int
+    """Optimizer steps the recipe asks for."""
+    stopped: StopReason | None = None
+    """Why training stopped before ``total_steps`` (resumable); None when it got there."""
+    already_finished: bool = False
+    """A resume found the run at ``total_steps`` already: nothing was trained or written."""
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by Ctrl-C or SIGTERM (the command line exits with 130)."""
+        return self.stopped in ("SIGINT", "SIGTERM")
 
 
 def one_cycle_lr(step: int, total: int, *, max_lr: float, pct_start: float, div_factor: float,
@@ -76,11 +98,13 @@ class Trainer:
         self.resume, self.overwrite = resume, overwrite
         self.on_step = on_step
         self.progress = progress
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
+        self.already_finished = False
 
     def prepare(self) -> None:
         """Ranks, run folder, data (checked first: no CLIP weights are fetched for a run that cannot start),
-        model, optimizer, and the resume state."""
+        model, optimizer, and the resume state. A resume of a finished run stops after the data (see
+        :attr:`already_finished`): no model is built."""
         r, t = self.recipe, self.t
         self.ranks = setup_ranks()
         self.device = self.ranks.device
@@ -102,10 +126,14 @@ class Trainer:
                             f"{t.batch_size}; lower train.batch_size or add samples")
         self.total_steps = t.max_steps or t.epochs * self.batches_per_epoch
         self.eval_settings = r.eval.settings()
+        self.state = saved.state if saved is not None else TrainState()
+        if self.state.step >= self.total_steps:
+            self.already_finished = True
+            return
 
         torch.manual_seed(t.seed)
-        self.model = create_model(str(last) if last else r.model, pretrained=r.pretrained, device=self.device,
-                                  **({} if last else r.model_overrides))
+        self.model = Clip2Depth.from_spec(r.model_spec if last is None else r.model_spec.with_directory(last),
+                                          device=self.device)
         self.model.train()
         if self.ranks.is_main and fresh_in_used_folder:  # only now that data and model are known to work
             if self.resume:
@@ -127,13 +155,11 @@ class Trainer:
         if t.compile:
             self.forward = torch.compile(self.forward)
 
-        self.state = TrainState()
         if saved is not None:
             self.optimizer.load_state_dict(saved.optimizer)
             if saved.scaler and self.scaler.is_enabled():
                 self.scaler.load_state_dict(saved.scaler)
             restore_rng(saved.rng)
-            self.state = saved.state
             logger.info("resumed from %s at step %d (epoch %d, batch %d)", last, self.state.step,
                         self.state.epoch, self.state.batch_in_epoch)
         self.saved_step = self.state.step if last is not None else None
@@ -220,14 +246,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum / self.ranks.world
 
-    def run(self) -> dict[str, Any]:
-        """Train to the last step (or a stop signal / time limit); returns ``{state, stopped, total_steps}``."""
+    def run(self) -> TrainSummary:
+        """Train to the last step (or a stop signal / time limit); a finished run is left as it is."""
         self.prepare()
+        if self.already_finished:
+            return self._summary()
         if self.ranks.is_main:
             with atomic_path(self.run_dir / CONFIG_NAME) as tmp:
                 tmp.write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
-            if self.state.step == 0:
-                (self.run_dir / LOG_NAME).unlink(missing_ok=True)
+            drop_records_after(self.run_dir / LOG_NAME, self.state.step)  # they are logged again
         self.log = RunLog(self.run_dir, enabled=self.ranks.is_main, tensorboard=self.t.tensorboard,
                           total=self.total_steps, initial=self.state.step, show_progress=self.progress)
         try:
@@ -238,7 +265,11 @@ class Trainer:
         if self.stop_reason is not None:
             logger.warning("stopped (%s) at step %d; continue with --resume %s", self.stop_reason, self.state.step,
                            self.run_dir)
-        return {"state": asdict(self.state), "stopped": self.stop_reason, "total_steps": self.total_steps}
+        return self._summary()
+
+    def _summary(self) -> TrainSummary:
+        return TrainSummary(run_dir=self.run_dir, state=self.state, total_steps=self.total_steps,
+                            stopped=self.stop_reason, already_finished=self.already_finished)
 
     def _loop(self) -> None:
         t, s = self.t, self.state
@@ -330,21 +361,22 @@ def _stop_on_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
 
 
 def train(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          on_step: Callable[[int], None] | None = None, progress: bool = True) -> dict[str, Any]:
+          on_step: Callable[[int], None] | None = None, progress: bool = True) -> TrainSummary:
     """Train ``recipe`` (from :func:`~clip2depth.training.config.build_recipe`) into ``run_dir``.
 
     Args:
         resume: continue the run in ``run_dir`` from ``last/`` exactly (from step 0 when it has no
-            checkpoint yet).
+            checkpoint yet); records of ``log.jsonl`` after the checkpoint's step are dropped, as those
+            steps run again. A run already at its last step is left untouched.
         overwrite: start afresh in a folder holding an earlier run's outputs (they are deleted);
             without it such a folder is refused.
         on_step: called with the step number after every optimizer step.
         progress: show a progress bar (on a terminal, unless ``-q``).
 
     Returns:
-        ``{"state": TrainState as dict, "stopped": None | "SIGINT" | "SIGTERM" | "time limit", "total_steps"}``.
+        The run's :class:`TrainSummary`.
     """
     return Trainer(recipe, run_dir, resume=resume, overwrite=overwrite, on_step=on_step, progress=progress).run()
 
 
-__all__ = ["RUN_OUTPUTS", "Trainer", "TrainState", "one_cycle_lr", "train"]
+__all__ = ["RUN_OUTPUTS", "TrainSummary", "Trainer", "TrainState", "one_cycle_lr", "train"]
