@@ -25,7 +25,7 @@ from clip2depth.app.predict import (  # noqa: E402
     predict_image,
     predict_video,
 )
-from clip2depth.app.ui import build_app, example_images  # noqa: E402
+from clip2depth.app.ui import _page_errors, build_app, example_images  # noqa: E402
 from clip2depth.errors import ConfigError, DataError  # noqa: E402
 from clip2depth.inference.pointcloud import Intrinsics, backproject  # noqa: E402
 from clip2depth.io.depth import load_depth_png16  # noqa: E402
@@ -264,3 +264,24 @@ def test_cli_app_port_in_use_is_a_user_error():
         taken.listen()
         port = taken.getsockname()[1]
         assert_user_error(run_cli("app", "--model", "tiny", "--port", port), f"127.0.0.1:{port}", "--port")
+
+
+@pytest.mark.parametrize("failure", [
+    MemoryError("Unable to allocate 3.00 GiB"),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 3221225472 bytes"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB"),
+])
+def test_running_out_of_memory_is_a_message_on_the_page(failure):
+    def predict(*args):
+        raise failure
+
+    with pytest.raises(gradio.Error, match="out of memory .*lower the max side"):
+        _page_errors(predict)()
+
+
+def test_other_errors_on_the_page_keep_their_traceback():
+    def predict(*args):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes"):
+        _page_errors(predict)()

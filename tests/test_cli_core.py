@@ -9,9 +9,11 @@ import logging
 import warnings
 
 import pytest
+import torch
 
 import clip2depth.cli.info
-from clip2depth.errors import DataError
+import clip2depth.models.profiling
+from clip2depth.errors import ConfigError, DataError, is_out_of_memory
 from clip2depth.io.progress import progress_enabled
 from clirun import assert_user_error, run_cli
 
@@ -85,6 +87,28 @@ def test_out_of_memory_is_one_line(info_runs) -> None:
 
     info_runs(run)
     assert_user_error(run_cli("info"), "out of memory", "70.0 GiB", "--max-side")
+
+
+@pytest.mark.parametrize("failure", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 74793582592 bytes. Error code 12 (Cannot allocate memory)"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 70.00 GiB (GPU 0; 79.15 GiB total capacity)"),
+    RuntimeError("MPS backend out of memory (MPS allocated: 17.89 GB)"),
+])
+def test_an_allocation_failure_inside_the_library_is_one_line(monkeypatch: pytest.MonkeyPatch, failure) -> None:
+    def count_flops(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(clip2depth.models.profiling, "count_flops", count_flops)  # the real command, real model
+    line = assert_user_error(run_cli("-q", "info", "--model", "tiny", "--size", "32", "32"), "out of memory")
+    assert str(failure).splitlines()[0] in line and "--max-side" in line
+
+
+def test_is_out_of_memory_tells_allocation_failures_from_bugs() -> None:
+    assert is_out_of_memory(MemoryError()) and is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8"))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_out_of_memory(ValueError("out of memory"))  # only allocators' errors, not any text
 
 
 def test_a_closed_output_pipe_ends_quietly(info_runs) -> None:
@@ -203,3 +227,14 @@ def test_every_command_accepts_quiet_and_verbose_after_its_name() -> None:
     assert args.quiet is True and args.verbose is False
     args = parser.parse_args(["-v", "predict", "photo.jpg", "--model", "tiny"])
     assert args.verbose is True and args.quiet is False
+
+
+def test_name_flags_rewrites_only_the_parameters_the_error_names() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fov", dest="fov_deg", type=float)
+    parser.add_argument("--max-side", dest="max_side")
+    error = ConfigError("fov_deg=200 is wrong; max_side=3, default_fov_deg=60 and camera.fov_deg=1 stay",
+                        params=("fov_deg", "default_fov_deg"))
+    assert cli_main.name_flags(error, parser) == (
+        "--fov 200 is wrong; max_side=3, default_fov_deg=60 and camera.fov_deg=1 stay"
+    )

@@ -170,7 +170,8 @@ def test_an_image_too_large_for_memory_is_a_listed_skip_and_max_side_avoids_it()
     model = _MemoryHungry(max_pixels=64 * 64)
     result = evaluate(model, dataset, EvalSettings(crop=None), progress=False)
     assert result.count == 2 and len(result.failed) == 1
-    assert "s1" in result.failed[0]["reason"] and "--max-side" in result.failed[0]["reason"]
+    assert "s1" in result.failed[0]["reason"] and "max_side=None" in result.failed[0]["reason"]
+    assert result.failed[0]["out_of_memory"] is True
     shrunk = evaluate(model, dataset, EvalSettings(crop=None, max_side=64), progress=False)
     assert shrunk.count == 3 and not shrunk.failed
     assert shrunk.metrics["abs_rel"] == pytest.approx(0.5)  # depth resized back to the ground truth's size

@@ -199,6 +199,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  bad list line {line['line']}: {line['reason']}")
     for item in result.failed:
         print(f"  failed: {item['reason']}")
+    out_of_memory = sum(bool(item.get("out_of_memory")) for item in result.failed)
+    if out_of_memory:
+        print(f"{out_of_memory} images ran out of memory: --max-side N predicts large images at a reduced size")
     if result.extra:
         print("spatial: " + ", ".join(f"{k} {v:.4f}" for k, v in result.extra.items()))
     if result.count == 0:
