@@ -166,7 +166,7 @@ def test_bad_sizes_and_opset_are_config_errors(tmp_path):
     with pytest.raises(clip2depth.ConfigError, match="multiples of the patch size 16"):
         export_onnx(model, tmp_path / "m.onnx", sample_size=(100, 64))  # the traced sample only
     for opset in (13, 99):
-        with pytest.raises(clip2depth.ConfigError, match=f"opset {opset} is not supported"):
+        with pytest.raises(clip2depth.ConfigError, match=f"opset={opset} is not supported"):
             export_onnx(model, tmp_path / "m.onnx", opset=opset)
     assert not list(tmp_path.iterdir())
 

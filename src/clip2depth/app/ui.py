@@ -37,7 +37,7 @@ from clip2depth.app.predict import (
 )
 from clip2depth.errors import Clip2DepthError, is_out_of_memory
 from clip2depth.inference.pointcloud import DEFAULT_FOV_DEG
-from clip2depth.inference.predict import DEFAULT_MAX_SIDE
+from clip2depth.inference.run import DEFAULT_MAX_SIDE
 from clip2depth.models.infer import PRECISIONS
 
 logger = logging.getLogger(__name__)

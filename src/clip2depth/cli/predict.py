@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from clip2depth.errors import ConfigError, DataError
-from clip2depth.inference.predict import DEFAULT_FORMATS, DEFAULT_MAX_SIDE, FORMATS
+from clip2depth.inference.outputs import DEFAULT_FORMATS, FORMATS
+from clip2depth.inference.run import DEFAULT_MAX_SIDE
 from clip2depth.models.infer import PRECISIONS
 
 NAME = "predict"
 HELP = "depth for images, folders, glob patterns and videos: 16-bit PNG, .npy, colour image, point cloud"
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--pretrained", default=None,
                    help="CLIP weights (open_clip tag or file); default: those recorded with the model")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--format", default=",".join(DEFAULT_FORMATS),
+    p.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), metavar="FORMATS",
                    help=f"comma-separated outputs from {','.join(FORMATS)} (default: %(default)s): "
                         "png16 = <stem>.png, uint16 depth × --depth-scale; npy = <stem>.npy, float32 metres; "
                         "color = <stem>_color.png (videos: <stem>_depth.mp4); ply = <stem>.ply, coloured points, "
@@ -46,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     camera.add_argument("--fy", type=float, default=None, help="vertical focal length (default: fx)")
     camera.add_argument("--cx", type=float, default=None, help="principal point column (default: (W-1)/2)")
     camera.add_argument("--cy", type=float, default=None, help="principal point row (default: (H-1)/2)")
-    camera.add_argument("--fov", type=float, default=None, metavar="DEG",
+    camera.add_argument("--fov", dest="fov_deg", type=float, default=None, metavar="DEG",
                         help="horizontal field of view in degrees, instead of --fx/--fy")
     p.add_argument("--batch-size", type=int, default=4, help="images of the same size predicted together (default 4)")
     p.add_argument("--device", default="auto",
@@ -66,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     colour.add_argument("--colorbar", action="store_true",
                         help="append a depth scale in metres on the right (the colour image gets wider)")
     p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
-    p.add_argument("--save-frames", action="store_true",
+    p.add_argument("--save-frames", dest="video_frames", action="store_true",
                    help="videos: also write png16/npy/ply per frame as <stem>_frames/NNNNNN.* "
                         "(default: only the colour depth video)")
     return p
@@ -86,49 +90,41 @@ def parse_max_side(text: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2depth.inference.predict import (
-        CameraSpec,
-        PredictOptions,
-        existing_outputs,
-        find_inputs,
-        predict_paths,
-    )
+    from clip2depth.inference.camera import CameraSpec
+    from clip2depth.inference.outputs import OutputOptions
+    from clip2depth.inference.plan import plan_predictions
+    from clip2depth.inference.run import PredictOptions, run_plan
     from clip2depth.models.factory import create_model, resolve_device
 
     # Everything a user can get wrong is checked before the (slow) model load.
-    options = PredictOptions(
-        formats=args.format,
-        depth_scale=args.depth_scale,
-        camera=CameraSpec(fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov_deg=args.fov),
-        batch_size=args.batch_size,
-        max_side=parse_max_side(args.max_side),
-        cmap=args.cmap,
-        vmin=args.vmin,
-        vmax=args.vmax,
-        colorbar=args.colorbar,
-        flip_tta=args.flip_tta,
-        precision=args.precision,
-        video_frames=args.save_frames,
-        skip_existing=args.skip_existing,
-    )
-    files, problems = find_inputs(args.inputs, args.out)
-    if not files:
-        reasons = "; ".join(f"{path}: {reason}" for path, reason in problems)
+    camera = CameraSpec(fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov_deg=args.fov_deg)
+    outputs = OutputOptions(formats=args.formats, depth_scale=args.depth_scale, camera=camera, cmap=args.cmap,
+                            vmin=args.vmin, vmax=args.vmax, colorbar=args.colorbar, video_frames=args.video_frames)
+    options = PredictOptions(batch_size=args.batch_size, max_side=parse_max_side(args.max_side), flip_tta=args.flip_tta,
+                             precision=args.precision)  # fmt: skip
+    plan = plan_predictions(args.inputs, args.out, outputs, skip_existing=args.skip_existing)
+    if not plan.matched:
+        reasons = "; ".join(f"{r.input}: {r.reason}" for r in plan.refused)
         raise DataError(f"no input matched ({reasons}); pass image or video files, folders or glob patterns")
-    if not (args.skip_existing or args.overwrite):
-        existing = existing_outputs(files, args.out, options)
-        if existing:
-            raise ConfigError(
-                f"{args.out} already holds {len(existing)} output(s) of these inputs (e.g. {existing[0]}); pass "
-                "--skip-existing to keep them and predict the rest, or --overwrite to replace them"
-            )
+    if plan.existing and not (args.skip_existing or args.overwrite):
+        raise ConfigError(
+            f"{args.out} already holds {len(plan.existing)} output(s) of these inputs (e.g. {plan.existing[0]}); "
+            "pass --skip-existing to keep them and predict the rest, or --overwrite to replace them"
+        )
+    if "ply" in outputs.formats and camera.focal_unknown:
+        logger.info("point clouds use each photo's EXIF 35 mm equivalent focal length, or else a %g° horizontal "
+                    "field of view; give the camera (--fov, or --fx/--fy/--cx/--cy) for true geometry",
+                    camera.default_fov_deg)  # fmt: skip
     model = create_model(args.model, pretrained=args.pretrained, device=resolve_device(args.device))
-    report = predict_paths(model, args.inputs, out_dir=args.out, options=options, progress=not args.quiet)
+    report = run_plan(model, plan, options)
     print(report.summary(args.out))
     if report.failed:
         print(f"{len(report.failed)} failed:", file=sys.stderr)
     for path, reason in report.failed:
         print(f"  {path}: {reason}", file=sys.stderr)
+    if report.out_of_memory:
+        print(f"{len(report.out_of_memory)} ran out of memory: a smaller --batch-size or --max-side may fit",
+              file=sys.stderr)
     if report.exit_code:
         raise DataError(f"none of the {report.matched} inputs could be predicted; the reasons are listed above")
     return 0
