@@ -255,7 +255,7 @@ def test_cli_app_listens_on_this_machine_only_by_default():
 
 
 def test_cli_app_refuses_bad_flags_before_serving(tmp_path):
-    assert_user_error(run_cli("app", "--port", "70000"), "--port 70000")
+    assert_user_error(run_cli("app", "--port", "70000"), "--port", "'70000' is not a TCP port")
     assert_user_error(run_cli("app", "--model", "tiny", "--max-upload-mb", "0"), "--max-upload-mb")
     assert_user_error(run_cli("app", "--model", str(tmp_path / "no_such_model")), "no_such_model")
 

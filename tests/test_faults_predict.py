@@ -30,20 +30,26 @@ def _image(path: Path, seed: int = 0) -> Path:
 @pytest.mark.parametrize(
     ("flags", "fragments"),
     [
-        (["--max-side", "0"], ["--max-side", "positive", "'none'"]),
-        (["--max-side", "-32"], ["--max-side", "-32"]),
+        # argparse types of the flag kit: the flag, the value, what it must be
+        (["--max-side", "0"], ["argument --max-side: '0' is not a positive number of pixels or 'none'"]),
+        (["--max-side", "-32"], ["--max-side", "'-32'"]),
         (["--max-side", "big"], ["--max-side", "'big'"]),
-        (["--batch-size", "0"], ["--batch-size", "at least 1"]),
-        (["--fov", "0"], ["--fov", "between 0 and 180"]),
-        (["--fov", "180"], ["--fov", "180"]),
+        (["--max-side", "1.5"], ["--max-side", "'1.5'"]),
+        (["--batch-size", "0"], ["argument --batch-size: '0' is not a whole number of 1 or more"]),
+        (["--batch-size", "two"], ["--batch-size", "'two'"]),
+        (["--depth-scale", "0"], ["argument --depth-scale: '0' is not a number above 0"]),
+        (["--depth-scale", "nan"], ["--depth-scale", "'nan'"]),
+        (["--vmax", "-1"], ["argument --vmax: '-1' is not a number of 0 or more"]),
+        (["--skip-existing", "--overwrite"], ["--overwrite: not allowed with argument --skip-existing"]),
+        # the library's errors name its parameters (fov_deg=0); the command line shows the flag that set them
+        (["--fov", "0"], ["error: --fov 0 is not a field of view", "between 0 and 180"]),
+        (["--fov", "180"], ["--fov 180 is not a field of view"]),
         (["--fx", "-1"], ["error: --fx -1 is not a focal length"]),
         (["--fx", "50", "--fov", "60"], ["--fov 60 and --fx 50 both set the focal length"]),
         (["--cy", "inf"], ["--cy inf is not a pixel coordinate"]),
+        (["--vmin", "5", "--vmax", "2"], ["error: --vmin 5 must be smaller than --vmax 2"]),
+        (["--vmin", "3", "--vmax", "3"], ["--vmin 3", "--vmax 3"]),
         (["--device", "cuda:x"], ["error: --device cuda:x is not a device name"]),
-        (["--depth-scale", "0"], ["--depth-scale", "positive"]),
-        (["--vmin", "5", "--vmax", "2"], ["--vmin", "smaller than --vmax"]),
-        (["--vmin", "3", "--vmax", "3"], ["--vmin", "--vmax"]),
-        (["--vmax", "-1"], ["--vmax", "-1"]),
         (["--format", "png16,jpg"], ["'jpg'", "png16, npy, color, ply"]),
         (["--cmap", "no-such-map"], ["colour map", "no-such-map"]),
     ],
@@ -123,6 +129,7 @@ def test_a_folder_holding_outputs_of_these_inputs_is_not_silently_replaced(model
     assert run_cli("-q", "predict", image, "--model", model_dir, "--out", out, "--format", "png16").code == 0
     both = run_cli("predict", image, "--model", model_dir, "--out", out, "--skip-existing", "--overwrite")
     assert_user_error(both, "--overwrite")
+
 
 ALLOCATION_FAILURES = {
     "cpu": lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "

@@ -46,7 +46,7 @@ def no_model_build(monkeypatch):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("faults") / "run"
-    result = run_cli("-q", "train", "--out", out, "--no-progress", *sets(*SMALL))
+    result = run_cli("-q", "train", "--out", out, *sets(*SMALL))
     assert result.code == 0, result.err
     return out
 
@@ -134,10 +134,10 @@ def test_truncated_config_yaml_on_resume(run_copy, no_model_build):
 
 def test_existing_run_folder_is_never_replaced_without_overwrite(run_copy):
     before = snapshot(run_copy)
-    result = run_cli("-q", "train", "--out", run_copy, "--no-progress", *sets(*SMALL))
+    result = run_cli("-q", "train", "--out", run_copy, *sets(*SMALL))
     assert_user_error(result, str(run_copy), "--resume", "--overwrite")
     assert snapshot(run_copy) == before
-    again = run_cli("-q", "train", "--out", run_copy, "--no-progress", "--overwrite", *sets(*SMALL))
+    again = run_cli("-q", "train", "--out", run_copy, "--overwrite", *sets(*SMALL))
     assert again.code == 0, again.err
     assert len((run_copy / "log.jsonl").read_text().splitlines()) == len(before["log.jsonl"].splitlines())
 
@@ -188,7 +188,7 @@ def test_full_disk_while_saving_is_one_error_line_and_keeps_the_checkpoint(run_c
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ckpt, "save_file", full)
-    result = run_cli("-q", "train", "--resume", run_copy, "--no-progress", "--set", "train.max_steps=4")
+    result = run_cli("-q", "train", "--resume", run_copy, "--set", "train.max_steps=4")
     assert_user_error(result, "No space left on device", "previous one is intact", "--resume")
     assert snapshot(run_copy / "last") == before
     assert not (run_copy / "last.partial").exists()
@@ -225,18 +225,19 @@ def test_ctrl_c_during_start_up_exits_130_and_writes_nothing(tmp_path, monkeypat
 def test_resume_of_a_run_interrupted_before_its_first_checkpoint_starts_at_step_0(run_copy):
     shutil.rmtree(run_copy / "last")
     shutil.rmtree(run_copy / "best")
-    result = run_cli("-q", "train", "--resume", run_copy, "--no-progress")
+    result = run_cli("-q", "train", "--resume", run_copy)
     assert result.code == 0, result.err
     assert "done: 2 steps" in result.out
 
 
 def test_flag_mistakes(tmp_path, no_model_build):
-    # --clip-pretrained is still understood (hidden alias of --pretrained); the bad value after it is what fails
-    assert_user_error(run_cli("train", "--clip-pretrained", "none", "--set", "train.lr=-1"), "train.lr", "> 0")
+    assert_user_error(run_cli("train", "--pretrained", "none", "--set", "train.lr=-1"), "train.lr", "> 0")
+    assert_user_error(run_cli("train", "--clip-pretrained", "none"), "unrecognized arguments: --clip-pretrained")
+    assert_user_error(run_cli("train", "--no-progress"), "unrecognized arguments: --no-progress")  # -q instead
     assert_user_error(run_cli("train", "--resume", tmp_path, "--out", tmp_path / "x"), "--resume", "--out")
     assert_user_error(run_cli("demo", "--out", tmp_path, "--resume", "--overwrite"), "--resume", "--overwrite")
     assert_user_error(run_cli("ablate", "--out", tmp_path / "a", "--variants", "prompt=loud"), "prompt=loud")
-    assert_user_error(run_cli("ablate", "--out", tmp_path / "a", "--limit", "-1"), "--limit -1")
+    assert_user_error(run_cli("ablate", "--out", tmp_path / "a", "--limit", "-1"), "--limit", "'-1'")
     assert not (tmp_path / "a").exists()
 
 
@@ -245,7 +246,7 @@ def test_resume_state_of_an_older_run_without_checksum_still_resumes(run_copy):
     meta = json.loads(path.read_text())
     del meta["resume_sha256"]
     path.write_text(json.dumps(meta))
-    result = run_cli("-q", "train", "--resume", run_copy, "--no-progress", "--set", "train.max_steps=3")
+    result = run_cli("-q", "train", "--resume", run_copy, "--set", "train.max_steps=3")
     assert result.code == 0, result.err
     assert "done: 3 steps" in result.out
     assert "resume_sha256" in (run_copy / "last" / "resume.json").read_text()  # the new checkpoint has one

@@ -6,10 +6,21 @@ import argparse
 import logging
 import sys
 
+from clip2depth.cli.options import (
+    add_batch_size,
+    add_depth_scale,
+    add_device,
+    add_flip_tta,
+    add_max_side,
+    add_model,
+    add_out,
+    add_precision,
+    add_pretrained,
+    add_skip_existing_or_overwrite,
+    non_negative_float,
+)
 from clip2depth.errors import ConfigError, DataError
 from clip2depth.inference.outputs import DEFAULT_FORMATS, FORMATS
-from clip2depth.inference.run import DEFAULT_MAX_SIDE
-from clip2depth.models.infer import PRECISIONS
 
 NAME = "predict"
 HELP = "depth for images, folders, glob patterns and videos: 16-bit PNG, .npy, colour image, point cloud"
@@ -24,24 +35,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image or video files, folders (searched recursively) or quoted glob patterns "
                         "('shots/**/*.jpg')")
-    p.add_argument("--model", required=True, help="trained-model directory, hf-hub:org/name or preset name")
-    p.add_argument("--pretrained", default=None,
-                   help="CLIP weights (open_clip tag or file); default: those recorded with the model")
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    add_model(p)
+    add_pretrained(p)
+    add_out(p, default="predictions")
+    add_skip_existing_or_overwrite(p)
     p.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), metavar="FORMATS",
                    help=f"comma-separated outputs from {','.join(FORMATS)} (default: %(default)s): "
                         "png16 = <stem>.png, uint16 depth × --depth-scale; npy = <stem>.npy, float32 metres; "
                         "color = <stem>_color.png (videos: <stem>_depth.mp4); ply = <stem>.ply, coloured points, "
                         "and <stem>_camera.json, the intrinsics used")
-    p.add_argument("--depth-scale", type=float, default=1000.0,
-                   help="PNG16 units per metre, also stored in the PNG's depth_scale text chunk "
-                        "(default 1000: millimetres; KITTI uses 256)")
-    existing = p.add_mutually_exclusive_group()
-    existing.add_argument("--skip-existing", action="store_true",
-                          help="skip inputs whose outputs all exist already (continue an interrupted run)")
-    existing.add_argument("--overwrite", action="store_true",
-                          help="replace outputs an earlier run wrote into --out (without this or --skip-existing, "
-                               "a folder holding outputs of these inputs is refused)")
+    add_depth_scale(p)
     camera = p.add_argument_group(
         "camera for point clouds", "in pixels of the upright image; default: the photo's EXIF 35 mm equivalent "
                                    "focal length, else a 60° horizontal field of view; principal point at the "
@@ -52,41 +55,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     camera.add_argument("--cy", type=float, default=None, help="principal point row (default: (H-1)/2)")
     camera.add_argument("--fov", dest="fov_deg", type=float, default=None, metavar="DEG",
                         help="horizontal field of view in degrees, instead of --fx/--fy")
-    p.add_argument("--batch-size", type=int, default=4, help="images of the same size predicted together (default 4)")
-    p.add_argument("--device", default="auto",
-                   help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32 (default), or bf16 / fp16 autocast; depth moves by about 0.02%%; speed depends "
-                        "on the hardware and batch size (see docs/predict.md)")
-    p.add_argument("--max-side", default=str(DEFAULT_MAX_SIDE), metavar="PIXELS",
-                   help=f"predict larger images downscaled to this longest side, outputs at full size "
-                        f"(default {DEFAULT_MAX_SIDE}; 'none': no limit)")
+    add_batch_size(p)
+    add_device(p)
+    add_precision(p)
+    add_max_side(p)
     colour = p.add_argument_group("colour outputs")
     colour.add_argument("--cmap", default="turbo", help="matplotlib colour map (default turbo; near = warm end)")
-    colour.add_argument("--vmin", type=float, default=None, metavar="METRES",
+    colour.add_argument("--vmin", type=non_negative_float, default=None, metavar="METRES",
                         help="depth at the near end of the colour map (default: each image's own minimum)")
-    colour.add_argument("--vmax", type=float, default=None, metavar="METRES",
+    colour.add_argument("--vmax", type=non_negative_float, default=None, metavar="METRES",
                         help="depth at the far end of the colour map (default: each image's own maximum)")
     colour.add_argument("--colorbar", action="store_true",
                         help="append a depth scale in metres on the right (the colour image gets wider)")
-    p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
+    add_flip_tta(p)
     p.add_argument("--save-frames", dest="video_frames", action="store_true",
                    help="videos: also write png16/npy/ply per frame as <stem>_frames/NNNNNN.* "
                         "(default: only the colour depth video)")
     return p
-
-
-def parse_max_side(text: str) -> int | None:
-    """``--max-side``: a positive number of pixels, or ``none`` for no limit."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"--max-side must be a positive number of pixels, or 'none' for no limit; got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     camera = CameraSpec(fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov_deg=args.fov_deg)
     outputs = OutputOptions(formats=args.formats, depth_scale=args.depth_scale, camera=camera, cmap=args.cmap,
                             vmin=args.vmin, vmax=args.vmax, colorbar=args.colorbar, video_frames=args.video_frames)
-    options = PredictOptions(batch_size=args.batch_size, max_side=parse_max_side(args.max_side), flip_tta=args.flip_tta,
+    options = PredictOptions(batch_size=args.batch_size, max_side=args.max_side, flip_tta=args.flip_tta,
                              precision=args.precision)  # fmt: skip
     plan = plan_predictions(args.inputs, args.out, outputs, skip_existing=args.skip_existing)
     if not plan.matched:
