@@ -24,6 +24,7 @@ EPILOG = """examples:
   clip2depth reproduce nyu --out runs/repro-nyu --download
   clip2depth reproduce kitti --out runs/repro-kitti --data-root data/kitti
 run the same command again to continue after an interruption: finished stages are skipped.
+--device is where the evaluations run; training picks its device as train does (CUDA when present).
 """
 
 
