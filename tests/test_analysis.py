@@ -191,7 +191,7 @@ def test_unconditioned_model_is_refused():
 def ablation_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("ablation")
     argv = ["--recipe", "synthetic", "--variants", "prompt=mirror", "finetune=1", "--out", str(out),
-            "--spatial", "--no-progress", *TINY_RUN]
+            "--spatial", *TINY_RUN]
     assert run_command(ablate_cmd, argv) == 0
     return out, argv
 
@@ -248,7 +248,7 @@ def test_consistency_synthetic_writes_json_and_plot(tiny_model, tmp_path):
     model_dir = tmp_path / "model"
     save_pretrained(tiny_model, model_dir)
     out = tmp_path / "still"
-    argv = ["--model", str(model_dir), "--synthetic", "3", "--size", "32", "48", "--device", "cpu"]
+    argv = ["--model", str(model_dir), "--synthetic", "3", "--synthetic-size", "32", "48", "--device", "cpu"]
     assert run_command(consistency_cmd, [*argv, "--motion", "0", "--out", str(out)]) == 0
     still = json.loads((out / "consistency.json").read_text())
     assert still["summary"]["flicker"] == 0.0 and still["summary"]["scale_drift"] == 0.0
@@ -266,7 +266,7 @@ def test_inspect_mirror_writes_reports_and_convergence(ablation_dir, tmp_path):
                     extra={"step": 0})
     assert [p.name for p in expand_checkpoints([run])] == ["step-000000", "best"]  # best and last: one step
     report_dir = tmp_path / "mirror"
-    argv = ["--model", str(run / "last"), "--checkpoints", str(run), "--synthetic", "2", "--size", "32", "48",
+    argv = ["--model", str(run / "last"), "--checkpoints", str(run), "--synthetic", "2", "--synthetic-size", "32", "48",
             "--out", str(report_dir), "--device", "cpu", "--prompts", "a chair"]
     assert run_command(inspect_cmd, argv) == 0
     for name in ("mirror.json", "tokens.md", "overlays.png", "convergence.png"):

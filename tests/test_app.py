@@ -20,13 +20,13 @@ from clip2depth.app.predict import (  # noqa: E402
     default_model_source,
     depth_at,
     describe_model,
-    exif_fov_deg,
     load_upload,
     predict_image,
     predict_video,
 )
-from clip2depth.app.ui import build_app, example_images  # noqa: E402
+from clip2depth.app.ui import _page_errors, build_app, example_images  # noqa: E402
 from clip2depth.errors import ConfigError, DataError  # noqa: E402
+from clip2depth.inference.camera import CameraSpec, image_camera  # noqa: E402
 from clip2depth.inference.pointcloud import Intrinsics, backproject  # noqa: E402
 from clip2depth.io.depth import load_depth_png16  # noqa: E402
 from clip2depth.models.factory import create_model  # noqa: E402
@@ -131,6 +131,8 @@ def test_exif_focal_length_sets_the_point_cloud_camera(model, tmp_path):
     result = predict_image(model, path, tmp_path / "out", fov_deg=40.0)
     assert result.fov_from_exif and result.fov_deg == pytest.approx(expected)
     assert "EXIF" in result.readout()
+    predicts = image_camera(path, 80, 60, CameraSpec())  # clip2depth predict's camera for the same photo
+    np.testing.assert_allclose(load_ply(result.ply)[0], backproject(result.depth, predicts.intrinsics), rtol=1e-6)
     ignored = predict_image(model, path, tmp_path / "out2", fov_deg=40.0, use_exif=False)
     assert not ignored.fov_from_exif and ignored.fov_deg == 40.0
 
@@ -138,11 +140,12 @@ def test_exif_focal_length_sets_the_point_cloud_camera(model, tmp_path):
 def test_exif_fov_follows_the_upright_image(tmp_path):
     landscape = _photo(tmp_path / "a.jpg", size=(80, 60), exif=_exif(focal_35mm=26))
     sideways = _photo(tmp_path / "b.jpg", size=(80, 60), exif=_exif(focal_35mm=26, orientation=6))
-    (_, wide), (upright, narrow) = load_upload(landscape), load_upload(sideways)
-    assert upright.shape[:2] == (80, 60)  # shown rotated: 60 wide, 80 high
-    assert narrow < wide  # a portrait photo sees less across its width
-    assert narrow == pytest.approx(exif_fov_deg(sideways, 60, 80))
-    assert exif_fov_deg(_photo(tmp_path / "none.jpg"), 80, 60) is None
+    assert load_upload(sideways).shape[:2] == (80, 60)  # shown rotated: 60 wide, 80 high
+    wide, narrow = image_camera(landscape, 80, 60, CameraSpec()), image_camera(sideways, 60, 80, CameraSpec())
+    assert wide.from_exif and narrow.from_exif
+    assert narrow.fov_deg < wide.fov_deg  # a portrait photo sees less across its width
+    assert narrow.intrinsics.fx == wide.intrinsics.fx  # the 35 mm rule depends on the diagonal only
+    assert not image_camera(_photo(tmp_path / "none.jpg"), 80, 60, CameraSpec()).from_exif
 
 
 def test_bad_uploads_give_messages(tmp_path):
@@ -175,8 +178,7 @@ def test_pixel_limit_refuses_before_decoding(tmp_path):
     small = _photo(tmp_path / "p.png", size=(70, 50))
     with pytest.raises(DataError, match="megapixels"):
         load_upload(small, max_pixels=1000)
-    rgb, fov = load_upload(small, max_pixels=3500)
-    assert rgb.shape == (50, 70, 3) and fov is None
+    assert load_upload(small, max_pixels=3500).shape == (50, 70, 3)
 
 
 def test_depth_at_reads_metres_and_knows_the_colour_bar():
@@ -253,7 +255,7 @@ def test_cli_app_listens_on_this_machine_only_by_default():
 
 
 def test_cli_app_refuses_bad_flags_before_serving(tmp_path):
-    assert_user_error(run_cli("app", "--port", "70000"), "--port 70000")
+    assert_user_error(run_cli("app", "--port", "70000"), "--port", "'70000' is not a TCP port")
     assert_user_error(run_cli("app", "--model", "tiny", "--max-upload-mb", "0"), "--max-upload-mb")
     assert_user_error(run_cli("app", "--model", str(tmp_path / "no_such_model")), "no_such_model")
 
@@ -264,3 +266,24 @@ def test_cli_app_port_in_use_is_a_user_error():
         taken.listen()
         port = taken.getsockname()[1]
         assert_user_error(run_cli("app", "--model", "tiny", "--port", port), f"127.0.0.1:{port}", "--port")
+
+
+@pytest.mark.parametrize("failure", [
+    MemoryError("Unable to allocate 3.00 GiB"),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 3221225472 bytes"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB"),
+])
+def test_running_out_of_memory_is_a_message_on_the_page(failure):
+    def predict(*args):
+        raise failure
+
+    with pytest.raises(gradio.Error, match="out of memory .*lower the max side"):
+        _page_errors(predict)()
+
+
+def test_other_errors_on_the_page_keep_their_traceback():
+    def predict(*args):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes"):
+        _page_errors(predict)()

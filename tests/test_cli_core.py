@@ -6,12 +6,26 @@ import argparse
 import errno
 import importlib
 import logging
+import re
 import warnings
 
 import pytest
+import torch
 
 import clip2depth.cli.info
-from clip2depth.errors import DataError
+import clip2depth.models.profiling
+from clip2depth.cli.options import (
+    fraction,
+    from_kit,
+    max_side,
+    non_negative_float,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+)
+from clip2depth.errors import ConfigError, DataError, is_out_of_memory
+from clip2depth.inference.run import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SIDE
 from clip2depth.io.progress import progress_enabled
 from clirun import assert_user_error, run_cli
 
@@ -32,7 +46,7 @@ def info_runs(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.parametrize("argv, fragments", [
     (["info", "--no-such-flag"], ["clip2depth info", "--no-such-flag", "clip2depth info --help"]),
-    (["info", "--size", "a", "b"], ["--size", "invalid int value: 'a'", "clip2depth info --help"]),
+    (["info", "--size", "a", "b"], ["--size", "'a' is not a whole number of 1 or more", "clip2depth info --help"]),
     (["info", "--size", "32"], ["--size", "expected 2 arguments"]),
     (["predict", "photo.jpg"], ["clip2depth predict", "--model", "clip2depth predict --help"]),
     (["no-such-command"], ["invalid choice: 'no-such-command'", "clip2depth --help"]),
@@ -85,6 +99,28 @@ def test_out_of_memory_is_one_line(info_runs) -> None:
 
     info_runs(run)
     assert_user_error(run_cli("info"), "out of memory", "70.0 GiB", "--max-side")
+
+
+@pytest.mark.parametrize("failure", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 74793582592 bytes. Error code 12 (Cannot allocate memory)"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 70.00 GiB (GPU 0; 79.15 GiB total capacity)"),
+    RuntimeError("MPS backend out of memory (MPS allocated: 17.89 GB)"),
+])
+def test_an_allocation_failure_inside_the_library_is_one_line(monkeypatch: pytest.MonkeyPatch, failure) -> None:
+    def count_flops(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(clip2depth.models.profiling, "count_flops", count_flops)  # the real command, real model
+    line = assert_user_error(run_cli("-q", "info", "--model", "tiny", "--size", "32", "32"), "out of memory")
+    assert str(failure).splitlines()[0] in line and "--max-side" in line
+
+
+def test_is_out_of_memory_tells_allocation_failures_from_bugs() -> None:
+    assert is_out_of_memory(MemoryError()) and is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8"))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_out_of_memory(ValueError("out of memory"))  # only allocators' errors, not any text
 
 
 def test_a_closed_output_pipe_ends_quietly(info_runs) -> None:
@@ -203,3 +239,132 @@ def test_every_command_accepts_quiet_and_verbose_after_its_name() -> None:
     assert args.quiet is True and args.verbose is False
     args = parser.parse_args(["-v", "predict", "photo.jpg", "--model", "tiny"])
     assert args.verbose is True and args.quiet is False
+
+
+# --- the flag kit: one declaration per shared flag -------------------------------------------------
+
+PER_COMMAND_DEFAULT = {  # same type, choices and help; the default (and the help's closing clause) per command
+    "--model": "required where a command runs the model you name; info has a preset, app the demo's model, "
+               "train, ablate and reproduce the recipe's",
+    "--out": "each command names its own output folder; reproduce has no default",
+    "--max-side": "eval keeps the evaluation protocol's own sizes; predict and consistency share DEFAULT_MAX_SIDE",
+    "--data-root": "an omitted root is the dataset's environment variable, the recipe's root or data/<dataset>",
+    "--gt-root": "eval reads $CLIP2DEPTH_KITTI_GT_ROOT, data check ROOT/data_depth_annotated",
+    "--split": "eval evaluates the test split, ablate the recipe's validation split",
+    "--synthetic": "eval: the split's size; consistency: one of three required sources; inspect-mirror: 4 scenes",
+    "--min-depth": "eval uses the dataset's range, consistency clamps at 1 mm",
+    "--max-depth": "eval uses the dataset's range, consistency the model's max_depth",
+}
+DIFFERENT_KIND = {  # same name, another argument: checked for coming from the kit only
+    "--resume": "train's takes the run folder (it replaces --out and the recipe flags); ablate and demo continue "
+                "in --out",
+}
+CLOSING_CLAUSE = re.compile(r" \((default: .+|required)\)$")
+
+
+def _command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser, by its prog (``clip2depth data get``), subcommands of subcommands included."""
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(parser: argparse.ArgumentParser, top: bool = False) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs:
+            for child in subs[0].choices.values():
+                walk(child)
+        elif not top:
+            found[parser.prog] = parser
+
+    walk(cli_main.build_parser()[0], top=True)
+    return found
+
+
+def _signature(flag: str, action: argparse.Action) -> dict:
+    sig = {key: getattr(action, key) for key in ("dest", "type", "choices", "nargs", "metavar", "const")}
+    sig["action"] = type(action)
+    if flag in PER_COMMAND_DEFAULT:
+        assert CLOSING_CLAUSE.search(action.help), (flag, action.help)
+        sig["help"] = CLOSING_CLAUSE.sub("", action.help)
+    else:
+        sig.update(help=action.help, default=action.default, required=action.required)
+    return sig
+
+
+def test_every_shared_flag_comes_from_the_kit_and_reads_the_same_everywhere() -> None:
+    uses: dict[str, list[tuple[str, argparse.Action]]] = {}
+    for command, parser in _command_parsers().items():
+        for flag, action in parser._option_string_actions.items():
+            assert action.help != argparse.SUPPRESS, (command, flag)  # no hidden aliases
+            if flag.startswith("--") and flag not in ("--help", "--quiet", "--verbose"):
+                uses.setdefault(flag, []).append((command, action))
+    shared = {flag: found for flag, found in uses.items() if len(found) > 1}
+
+    assert {"--model", "--pretrained", "--device", "--precision", "--max-side", "--batch-size", "--out",
+            "--overwrite", "--resume", "--set", "--seed", "--flip-tta", "--depth-scale", "--limit"} <= set(shared)
+    assert set(PER_COMMAND_DEFAULT) | set(DIFFERENT_KIND) <= set(shared)  # no stale exception
+    assert len(shared["--pretrained"]) == 10 and len(shared["--device"]) == 6
+    for flag, found in shared.items():
+        for command, action in found:
+            assert from_kit(action), f"{command} declares the shared flag {flag} by hand: use clip2depth.cli.options"
+        if flag in DIFFERENT_KIND:
+            continue
+        (first_command, first), *others = found
+        for command, action in others:
+            assert _signature(flag, action) == _signature(flag, first), (flag, first_command, command)
+
+
+def test_the_commands_that_predict_users_files_share_one_max_side_and_batch_size() -> None:
+    parsers = _command_parsers()
+    for command in ("clip2depth predict", "clip2depth consistency"):
+        options = parsers[command]._option_string_actions
+        assert options["--max-side"].default == DEFAULT_MAX_SIDE == 1600
+        assert options["--batch-size"].default == DEFAULT_BATCH_SIZE == 4
+        assert options["--max-side"].help.endswith("(default: 1600)")
+    assert parsers["clip2depth eval"]._option_string_actions["--max-side"].default is None
+    assert not any("--no-progress" in p._option_string_actions for p in parsers.values())  # -q is the switch
+
+
+@pytest.mark.parametrize(("parse", "text", "value"), [
+    (positive_int, "3", 3), (non_negative_int, "0", 0), (positive_float, "0.25", 0.25),
+    (non_negative_float, "0", 0.0), (fraction, "1", 1.0), (port, "65535", 65535),
+    (max_side, "640", 640), (max_side, " None ", None),
+])
+def test_kit_types_accept(parse, text: str, value) -> None:
+    assert parse(text) == value
+
+
+@pytest.mark.parametrize(("parse", "text"), [
+    (positive_int, "0"), (positive_int, "1.5"), (positive_int, "x"), (non_negative_int, "-1"),
+    (positive_float, "0"), (positive_float, "inf"), (positive_float, "nan"), (non_negative_float, "-0.1"),
+    (fraction, "0"), (fraction, "1.01"), (port, "0"), (port, "65536"), (max_side, "0"), (max_side, "1e3"),
+])
+def test_kit_types_refuse_naming_the_value(parse, text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(text))):
+        parse(text)
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["info", "--size", "0", "32"], ["argument --size: '0' is not a whole number of 1 or more"]),
+    (["eval", "--model", "tiny", "--synthetic-size", "32", "0"], ["--synthetic-size", "'0'"]),
+    (["export", "--model", "tiny", "--onnx", "x.onnx", "--check-sizes", "32", "-4"], ["--check-sizes", "'-4'"]),
+    (["demo", "--test-scenes", "0"], ["--test-scenes", "'0'"]),
+    (["data", "get", "nyu", "--root", "x", "--timeout", "0"], ["--timeout", "'0'", "clip2depth data get --help"]),
+    (["app", "--max-upload-mb", "0"], ["--max-upload-mb", "'0'"]),
+    (["demo", "--resume", "--overwrite"], ["argument --overwrite: not allowed with argument --resume"]),
+    (["ablate", "--overwrite", "--resume"], ["argument --resume: not allowed with argument --overwrite"]),
+    (["train", "--resume", "runs/x", "--overwrite"], ["argument --overwrite: not allowed with argument --resume"]),
+    (["consistency", "--model", "tiny", "--video", "a.mp4", "--frames", "d"], ["--frames: not allowed with"]),
+    (["export", "--model", "tiny", "--onnx", "x.onnx", "--opset", "16"], ["--opset 16 is not supported"]),
+])
+def test_kit_values_and_exclusive_flags_are_one_error_line(argv: list[str], fragments: list[str]) -> None:
+    assert_user_error(run_cli(*argv), *fragments)
+
+
+def test_name_flags_rewrites_only_the_parameters_the_error_names() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fov", dest="fov_deg", type=float)
+    parser.add_argument("--max-side", dest="max_side")
+    error = ConfigError("fov_deg=200 is wrong; max_side=3, default_fov_deg=60 and camera.fov_deg=1 stay",
+                        params=("fov_deg", "default_fov_deg"))
+    assert cli_main.name_flags(error, parser) == (
+        "--fov 200 is wrong; max_side=3, default_fov_deg=60 and camera.fov_deg=1 stay"
+    )

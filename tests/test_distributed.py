@@ -35,7 +35,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 def _train_args(out: Path) -> list[str]:
-    args = ["train", "--recipe", "synthetic", "--out", str(out), "--no-progress"]
+    args = ["train", "--recipe", "synthetic", "--out", str(out)]
     for item in SETTINGS:
         args += ["--set", item]
     return args

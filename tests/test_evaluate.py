@@ -115,7 +115,7 @@ def test_input_box_prediction_is_pasted_and_only_the_box_is_covered():
 
 def test_depthclip_baseline_runs_through_the_same_harness(tmp_path, capsys):
     out = tmp_path / "dc"
-    rc = main(["-q", "eval", "--model", "depthclip-rn50", "--dataset", "synthetic", "--synthetic-length", "2",
+    rc = main(["-q", "eval", "--model", "depthclip-rn50", "--dataset", "synthetic", "--synthetic", "2",
                "--synthetic-size", "96", "128", "--out", str(out), "--num-workers", "0", "--flip-tta"])
     assert rc == 0
     data = json.loads((out / "metrics.json").read_text())

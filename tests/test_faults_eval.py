@@ -27,27 +27,28 @@ def _write_pair(folder, stem: str, rng: np.random.Generator, size=(48, 64)) -> t
 
 
 @pytest.mark.parametrize(
-    ("flags", "fragment"),
+    ("flags", "fragments"),
     [
-        (["--limit", "-1"], "--limit -1"),
-        (["--limit", "0"], "--limit 0"),
-        (["--input-size", "0", "64"], "--input-size 0 64"),
-        (["--input-size", "60", "90"], "patch size"),
-        (["--input-box", "-1", "0", "32", "32"], "--input-box -1 0 32 32"),
-        (["--input-box", "0", "0", "0", "32"], "--input-box 0 0 0 32"),
-        (["--num-workers", "-1"], "--num-workers -1"),
-        (["--max-side", "0"], "--max-side 0"),
-        (["--min-depth", "5", "--max-depth", "2"], "--min-depth must be below --max-depth"),
-        (["--max-depth", "-1"], "--max-depth -1"),
-        (["--synthetic", "0"], "--synthetic 0"),
-        (["--depth-scale", "0"], "--depth-scale 0"),
-        (["--crop", "nyu_eigen"], "--crop none"),
-        (["--dataset", "folder"], "--list-file"),
+        (["--limit", "-1"], ["argument --limit: '-1' is not a whole number of 1 or more"]),
+        (["--limit", "0"], ["--limit", "'0'"]),
+        (["--input-size", "0", "64"], ["--input-size", "'0'"]),
+        (["--input-size", "60", "90"], ["--input-size 60 90", "patch size"]),
+        (["--input-box", "-1", "0", "32", "32"], ["--input-box", "'-1' is not a whole number of 0 or more"]),
+        (["--input-box", "0", "0", "0", "32"], ["--input-box", "H and W must be at least 1, got 0 32"]),
+        (["--num-workers", "-1"], ["--num-workers", "'-1'"]),
+        (["--max-side", "0"], ["--max-side", "'0'", "'none'"]),
+        (["--min-depth", "5", "--max-depth", "2"], ["--min-depth must be below --max-depth"]),
+        (["--max-depth", "-1"], ["--max-depth", "'-1' is not a number above 0"]),
+        (["--synthetic", "0"], ["--synthetic", "'0'"]),
+        (["--depth-scale", "0"], ["--depth-scale", "'0'"]),
+        (["--crop", "nyu_eigen"], ["--crop none"]),
+        (["--dataset", "folder"], ["--list-file"]),
+        (["--device", "tpu"], ["--device tpu is not a device name"]),  # the library's device=tpu, as a flag
     ],
 )
-def test_bad_numeric_values_are_one_error_line(tmp_path, flags, fragment):
+def test_bad_numeric_values_are_one_error_line(tmp_path, flags, fragments):
     result = run_cli("-q", *EVAL_SYNTHETIC, "--out", tmp_path / "out", *flags)
-    assert_user_error(result, fragment)
+    assert_user_error(result, *fragments)
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
@@ -102,8 +103,8 @@ def test_eval_refuses_to_replace_an_earlier_run_unless_told(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "existing"),
     [
-        (["consistency", "--model", "tiny", "--synthetic", "2", "--size", "32", "48"], "consistency.json"),
-        (["inspect-mirror", "--model", "tiny", "--synthetic", "1", "--size", "32", "48"], "tokens.md"),
+        (["consistency", "--model", "tiny", "--synthetic", "2", "--synthetic-size", "32", "48"], "consistency.json"),
+        (["inspect-mirror", "--model", "tiny", "--synthetic", "1", "--synthetic-size", "32", "48"], "tokens.md"),
     ],
 )
 def test_analysis_commands_refuse_a_folder_holding_their_outputs(tmp_path, argv, existing):
@@ -114,26 +115,27 @@ def test_analysis_commands_refuse_a_folder_holding_their_outputs(tmp_path, argv,
 
 
 @pytest.mark.parametrize(
-    ("flags", "fragment"),
+    ("flags", "fragments"),
     [
-        (["--batch-size", "0"], "--batch-size 0"),
-        (["--max-side", "0"], "--max-side 0"),
-        (["--stride", "0"], "--stride 0"),
-        (["--size", "0", "48"], "--size 0 48"),
-        (["--tau", "3"], "--tau 3"),
-        (["--depth-scale", "0"], "--depth-scale 0"),
-        (["--min-depth", "20", "--max-depth", "5"], "--min-depth 20"),
+        (["--batch-size", "0"], ["--batch-size", "'0'"]),
+        (["--max-side", "0"], ["--max-side", "'0'"]),
+        (["--stride", "0"], ["--stride", "'0'"]),
+        (["--synthetic-size", "0", "48"], ["--synthetic-size", "'0'"]),
+        (["--tau", "3"], ["--tau", "'3' is not a number above 0 and at most 1"]),
+        (["--depth-scale", "0"], ["--depth-scale", "'0'"]),
+        (["--min-depth", "20", "--max-depth", "5"], ["--min-depth 20"]),
+        (["--synthetic", "1"], ["--synthetic", "at least 2 frames"]),
     ],
 )
-def test_consistency_bad_values_are_one_error_line(tmp_path, flags, fragment):
-    result = run_cli("-q", "consistency", "--model", "tiny", "--synthetic", "2", "--size", "32", "48",
-                     "--out", tmp_path / "out", "--device", "cpu", *flags)
-    assert_user_error(result, fragment)
+def test_consistency_bad_values_are_one_error_line(tmp_path, flags, fragments):
+    argv = ["-q", "consistency", "--model", "tiny", "--synthetic", "2", "--synthetic-size", "32", "48",
+            "--out", tmp_path / "out", "--device", "cpu"]
+    assert_user_error(run_cli(*argv, *flags), *fragments)
 
 
 def test_inspect_mirror_bad_values_are_one_error_line(tmp_path):
     result = run_cli("-q", "inspect-mirror", "--model", "tiny", "--top-k", "0", "--out", tmp_path)
-    assert_user_error(result, "--top-k 0")
+    assert_user_error(result, "--top-k", "'0'")
 
 
 class _MemoryHungry(nn.Module):
@@ -170,7 +172,8 @@ def test_an_image_too_large_for_memory_is_a_listed_skip_and_max_side_avoids_it()
     model = _MemoryHungry(max_pixels=64 * 64)
     result = evaluate(model, dataset, EvalSettings(crop=None), progress=False)
     assert result.count == 2 and len(result.failed) == 1
-    assert "s1" in result.failed[0]["reason"] and "--max-side" in result.failed[0]["reason"]
+    assert "s1" in result.failed[0]["reason"] and "max_side=None" in result.failed[0]["reason"]
+    assert result.failed[0]["out_of_memory"] is True
     shrunk = evaluate(model, dataset, EvalSettings(crop=None, max_side=64), progress=False)
     assert shrunk.count == 3 and not shrunk.failed
     assert shrunk.metrics["abs_rel"] == pytest.approx(0.5)  # depth resized back to the ground truth's size
@@ -209,16 +212,14 @@ def test_a_run_where_every_image_fails_is_one_error_line_with_outputs_kept(tmp_p
     assert json.loads((out / "metrics.json").read_text())["failed_count"] == 1
 
 
-def test_old_synthetic_length_spelling_still_works_but_is_not_advertised(tmp_path):
-    shown = run_cli("eval", "--help")
-    assert shown.code == 0 and "--synthetic N" in shown.out and "synthetic-length" not in shown.out
-    result = run_cli("-q", *EVAL_SYNTHETIC[:5], "--synthetic-length", "1", *EVAL_SYNTHETIC[7:], "--out", tmp_path)
+def test_synthetic_sets_the_number_of_scenes(tmp_path):
+    result = run_cli("-q", *EVAL_SYNTHETIC[:5], "--synthetic", "1", *EVAL_SYNTHETIC[7:], "--out", tmp_path)
     assert result.code == 0, result.err
     assert json.loads((tmp_path / "metrics.json").read_text())["count"] == 1
 
 
 def test_consistency_records_precision(tmp_path):
-    result = run_cli("-q", "consistency", "--model", "tiny", "--synthetic", "2", "--size", "32", "48",
+    result = run_cli("-q", "consistency", "--model", "tiny", "--synthetic", "2", "--synthetic-size", "32", "48",
                      "--out", tmp_path, "--device", "cpu", "--precision", "bf16")
     assert result.code == 0, result.err
     assert json.loads((tmp_path / "consistency.json").read_text())["settings"]["precision"] == "bf16"

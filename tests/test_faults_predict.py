@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import clip2depth.inference.run as run_module
 from clirun import assert_user_error, run_cli
 
 
@@ -28,18 +30,26 @@ def _image(path: Path, seed: int = 0) -> Path:
 @pytest.mark.parametrize(
     ("flags", "fragments"),
     [
-        (["--max-side", "0"], ["--max-side", "positive", "'none'"]),
-        (["--max-side", "-32"], ["--max-side", "-32"]),
+        # argparse types of the flag kit: the flag, the value, what it must be
+        (["--max-side", "0"], ["argument --max-side: '0' is not a positive number of pixels or 'none'"]),
+        (["--max-side", "-32"], ["--max-side", "'-32'"]),
         (["--max-side", "big"], ["--max-side", "'big'"]),
-        (["--batch-size", "0"], ["--batch-size", "at least 1"]),
-        (["--fov", "0"], ["--fov", "between 0 and 180"]),
-        (["--fov", "180"], ["--fov", "180"]),
-        (["--fx", "-1"], ["--fx", "positive focal length"]),
-        (["--fx", "50", "--fov", "60"], ["not both"]),
-        (["--depth-scale", "0"], ["--depth-scale", "positive"]),
-        (["--vmin", "5", "--vmax", "2"], ["--vmin", "smaller than --vmax"]),
-        (["--vmin", "3", "--vmax", "3"], ["--vmin", "--vmax"]),
-        (["--vmax", "-1"], ["--vmax", "-1"]),
+        (["--max-side", "1.5"], ["--max-side", "'1.5'"]),
+        (["--batch-size", "0"], ["argument --batch-size: '0' is not a whole number of 1 or more"]),
+        (["--batch-size", "two"], ["--batch-size", "'two'"]),
+        (["--depth-scale", "0"], ["argument --depth-scale: '0' is not a number above 0"]),
+        (["--depth-scale", "nan"], ["--depth-scale", "'nan'"]),
+        (["--vmax", "-1"], ["argument --vmax: '-1' is not a number of 0 or more"]),
+        (["--skip-existing", "--overwrite"], ["--overwrite: not allowed with argument --skip-existing"]),
+        # the library's errors name its parameters (fov_deg=0); the command line shows the flag that set them
+        (["--fov", "0"], ["error: --fov 0 is not a field of view", "between 0 and 180"]),
+        (["--fov", "180"], ["--fov 180 is not a field of view"]),
+        (["--fx", "-1"], ["error: --fx -1 is not a focal length"]),
+        (["--fx", "50", "--fov", "60"], ["--fov 60 and --fx 50 both set the focal length"]),
+        (["--cy", "inf"], ["--cy inf is not a pixel coordinate"]),
+        (["--vmin", "5", "--vmax", "2"], ["error: --vmin 5 must be smaller than --vmax 2"]),
+        (["--vmin", "3", "--vmax", "3"], ["--vmin 3", "--vmax 3"]),
+        (["--device", "cuda:x"], ["error: --device cuda:x is not a device name"]),
         (["--format", "png16,jpg"], ["'jpg'", "png16, npy, color, ply"]),
         (["--cmap", "no-such-map"], ["colour map", "no-such-map"]),
     ],
@@ -51,7 +61,8 @@ def test_bad_values_are_one_error_before_the_model_loads(
     # a model directory that does not exist: reaching the model load would give a different error
     result = run_cli("predict", image, "--model", tmp_path / "no-model", "--out", tmp_path / "out", *flags)
 
-    assert_user_error(result, *fragments)
+    line = assert_user_error(result, *fragments)
+    assert "fov_deg" not in line and "depth_scale" not in line and "device=" not in line  # no library names
     assert not (tmp_path / "out").exists()
 
 
@@ -118,3 +129,49 @@ def test_a_folder_holding_outputs_of_these_inputs_is_not_silently_replaced(model
     assert run_cli("-q", "predict", image, "--model", model_dir, "--out", out, "--format", "png16").code == 0
     both = run_cli("predict", image, "--model", model_dir, "--out", out, "--skip-existing", "--overwrite")
     assert_user_error(both, "--overwrite")
+
+
+ALLOCATION_FAILURES = {
+    "cpu": lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                                "you tried to allocate 1073741824 bytes"),
+    "cuda": lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    "numpy": lambda: MemoryError("Unable to allocate 1.00 GiB for an array"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(ALLOCATION_FAILURES))
+def test_a_batch_out_of_memory_is_a_listed_skip_and_the_rest_is_written(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    small = _image(tmp_path / "in" / "small.png", 1)
+    big = tmp_path / "in" / "big.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(big)
+    real = run_module.predict_batch
+
+    def predict_batch(model, images, **kwargs):
+        if images[0].shape[-1] > 16:  # the allocator refuses the big image's batch, as a real one would
+            raise ALLOCATION_FAILURES[failure]()
+        return real(model, images, **kwargs)
+
+    monkeypatch.setattr(run_module, "predict_batch", predict_batch)
+    result = run_cli("-q", "predict", tmp_path / "in", "--model", model_dir, "--out", tmp_path / "out",
+                     "--format", "npy")  # fmt: skip
+
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    assert "1 of 2 inputs done, 1 failed (1 out of memory); 1 files written" in result.out
+    assert f"  {big}: out of memory predicting 1 image(s) of 48×32 (batch_size=4, max_side=1600)" in result.err
+    assert "1 ran out of memory: a smaller --batch-size or --max-side may fit" in result.err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["small.npy"]
+    assert np.load(tmp_path / "out" / "small.npy").shape == (16, 16)
+    assert small.is_file()
+
+
+def test_a_runtime_error_that_is_not_memory_keeps_its_traceback(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(model, images, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")  # a bug, not the user's input
+
+    monkeypatch.setattr(run_module, "predict_batch", broken)
+    with pytest.raises(RuntimeError, match="shapes"):
+        run_cli("-q", "predict", _image(tmp_path / "a.png"), "--model", model_dir, "--out", tmp_path / "out")

@@ -293,7 +293,7 @@ def test_unknown_precision_is_refused(tiny_model):
     from clip2depth.errors import ConfigError
     from clip2depth.models.infer import predict_depth
 
-    with pytest.raises(ConfigError, match="precision 'int8' is not one of fp32, bf16, fp16"):
+    with pytest.raises(ConfigError, match="precision='int8' is not one of fp32, bf16, fp16"):
         predict_depth(tiny_model, torch.rand(1, 3, 32, 32), precision="int8")
 
 

@@ -1,4 +1,4 @@
-"""``clip2depth predict`` and :func:`clip2depth.inference.predict.predict_paths` on the files users actually have."""
+"""``clip2depth predict`` and :func:`clip2depth.inference.run.predict_paths` on the files users actually have."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from PIL import Image
 
 import clip2depth
 from clip2depth.errors import ConfigError
+from clip2depth.inference.camera import CameraSpec
+from clip2depth.inference.outputs import OutputOptions, parse_formats
 from clip2depth.inference.pointcloud import Intrinsics, valid_mask
-from clip2depth.inference.predict import CameraSpec, PredictOptions, parse_formats, predict_paths
+from clip2depth.inference.run import PredictOptions, predict_paths
 from clip2depth.io.depth import load_depth_png16
 from clip2depth.io.images import load_image
 from clirun import CliResult, assert_user_error
@@ -169,10 +171,10 @@ def test_large_images_are_downscaled_with_a_warning(
     model: clip2depth.Clip2Depth, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     Image.fromarray(_pattern(48, 80, 4)).save(tmp_path / "big.png")
-    caplog.set_level(logging.WARNING, logger="clip2depth.inference.predict")
+    caplog.set_level(logging.WARNING, logger="clip2depth.inference.run")
 
     report = predict_paths(model, [tmp_path / "big.png"], out_dir=tmp_path / "out", progress=False,
-                           options=PredictOptions(formats=("npy",), max_side=32))  # fmt: skip
+                           outputs=OutputOptions(formats=("npy",)), options=PredictOptions(max_side=32))  # fmt: skip
 
     assert report.exit_code == 0 and report.outputs == [tmp_path / "out" / "big.npy"]
     assert np.load(report.outputs[0]).shape == (48, 80)
@@ -182,12 +184,12 @@ def test_large_images_are_downscaled_with_a_warning(
 def test_outputs_never_overwrite_inputs_nor_become_inputs(model: clip2depth.Clip2Depth, tmp_path: Path) -> None:
     Image.fromarray(_pattern(16, 16, 5)).save(tmp_path / "a.png")
     Image.fromarray(_pattern(16, 16, 6)).save(tmp_path / "b.jpg")
-    options = PredictOptions(formats=("png16",))
+    outputs = OutputOptions(formats=("png16",))
 
-    beside = predict_paths(model, [tmp_path / "a.png", tmp_path / "b.jpg"], out_dir=tmp_path, options=options,
+    beside = predict_paths(model, [tmp_path / "a.png", tmp_path / "b.jpg"], out_dir=tmp_path, outputs=outputs,
                            progress=False)  # fmt: skip
-    first = predict_paths(model, [tmp_path], out_dir=tmp_path / "depth", options=options, progress=False)
-    again = predict_paths(model, [tmp_path], out_dir=tmp_path / "depth", options=options, progress=False)
+    first = predict_paths(model, [tmp_path], out_dir=tmp_path / "depth", outputs=outputs, progress=False)
+    again = predict_paths(model, [tmp_path], out_dir=tmp_path / "depth", outputs=outputs, progress=False)
 
     assert beside.succeeded == [tmp_path / "b.jpg"]
     assert beside.failed == [(str(tmp_path / "a.png"), f"its output {tmp_path / 'a.png'} would overwrite an input "
@@ -204,24 +206,37 @@ def test_camera_spec_rules() -> None:
     assert CameraSpec(fx=50).intrinsics(64, 48) == Intrinsics(50, 50, 31.5, 23.5)
     assert CameraSpec(fy=40, cx=10).intrinsics(64, 48) == Intrinsics(40, 40, 10, 23.5)
     assert CameraSpec(fov_deg=90).intrinsics(64, 48).fx == pytest.approx(32.0)
-    exif, source = CameraSpec(cx=10).resolve(48, 32, focal_35mm=26.0)  # no focal length given: EXIF's applies
-    assert (exif.fx, exif.cx, exif.cy) == (pytest.approx(26 * 48 / 36), 10, 15.5) and "EXIF" in source
+    exif = CameraSpec(cx=10).resolve(48, 32, focal_35mm=26.0)  # no focal length given: EXIF's applies
+    k = exif.intrinsics
+    assert (k.fx, k.cx, k.cy) == (pytest.approx(26 * 48 / 36), 10, 15.5) and "EXIF" in exif.source and exif.from_exif
+    assert exif.fov_deg == pytest.approx(2 * np.degrees(np.arctan(36 / (2 * 26))))  # 3:2 frame: 36 mm across
     assert CameraSpec(fov_deg=90).intrinsics(64, 48, focal_35mm=26.0).fx == pytest.approx(32.0)
-    with pytest.raises(ConfigError, match="not both"):
+    unknown = CameraSpec(default_fov_deg=90).resolve(64, 48)  # no focal length, no EXIF: the default FOV
+    assert unknown.intrinsics.fx == pytest.approx(32.0) and not unknown.from_exif
+    with pytest.raises(ConfigError, match=r"fov_deg=60 and fx=50 both set the focal length") as both:
         CameraSpec(fx=50, fov_deg=60)
-    with pytest.raises(ConfigError, match="positive"):
+    assert both.value.params == ("fov_deg", "fx")
+    with pytest.raises(ConfigError, match=r"^fx=-1 is not a focal length"):
         CameraSpec(fx=-1)
 
 
 def test_format_and_option_checks() -> None:
     assert parse_formats(" PLY, png16,ply ") == ("ply", "png16")
-    assert PredictOptions(formats="npy").formats == ("npy",)
+    assert OutputOptions(formats="npy").formats == ("npy",)
     with pytest.raises(ConfigError, match="valid formats: png16, npy, color, ply"):
         parse_formats(",")
     with pytest.raises(ConfigError, match="colour map"):
-        PredictOptions(cmap="no-such-map")
-    with pytest.raises(ConfigError, match="--depth-scale must be positive"):
-        PredictOptions(depth_scale=0)
+        OutputOptions(cmap="no-such-map")
+    # library errors name the parameter, as the caller wrote it; the CLI shows its flag instead
+    with pytest.raises(ConfigError, match=r"^depth_scale=0 is not a scale") as scale:
+        OutputOptions(depth_scale=0)
+    assert scale.value.params == ("depth_scale",)
+    with pytest.raises(ConfigError, match=r"^vmin=3 must be smaller than vmax=2"):
+        OutputOptions(vmin=3, vmax=2)
+    with pytest.raises(ConfigError, match=r"^batch_size=0 must be at least 1"):
+        PredictOptions(batch_size=0)
+    with pytest.raises(ConfigError, match=r"^max_side=0 must be a positive number of pixels"):
+        PredictOptions(max_side=0)
 
 
 def test_skip_existing_continues_an_interrupted_run(model_dir: Path, photos: Path, tmp_path: Path) -> None:
@@ -242,9 +257,9 @@ def test_skip_existing_continues_an_interrupted_run(model_dir: Path, photos: Pat
 def test_png16_states_its_scale_and_colours_follow_vmin_vmax(
     model: clip2depth.Clip2Depth, photos: Path, tmp_path: Path
 ) -> None:
-    options = PredictOptions(formats=("png16", "color"), depth_scale=256.0, vmin=0.0, vmax=1000.0)
+    outputs = OutputOptions(formats=("png16", "color"), depth_scale=256.0, vmin=0.0, vmax=1000.0)
 
-    report = predict_paths(model, [photos / "gray.png"], out_dir=tmp_path, options=options, progress=False)
+    report = predict_paths(model, [photos / "gray.png"], out_dir=tmp_path, outputs=outputs, progress=False)
 
     assert report.exit_code == 0
     with Image.open(tmp_path / "gray.png") as png:
@@ -266,9 +281,9 @@ def test_point_cloud_takes_the_exif_focal_length_and_writes_its_camera(
     out = tmp_path / "out"
 
     report = predict_paths(model, [tmp_path / "phone.jpg", tmp_path / "plain.jpg"], out_dir=out, progress=False,
-                           options=PredictOptions(formats=("ply",)))  # fmt: skip
+                           outputs=OutputOptions(formats=("ply",)))  # fmt: skip
     given = predict_paths(model, [tmp_path / "phone.jpg"], out_dir=tmp_path / "given", progress=False,
-                          options=PredictOptions(formats=("ply",), camera=CameraSpec(fx=40.0)))  # fmt: skip
+                          outputs=OutputOptions(formats=("ply",), camera=CameraSpec(fx=40.0)))  # fmt: skip
 
     assert report.exit_code == given.exit_code == 0
     phone = json.loads((out / "phone_camera.json").read_text())
@@ -285,9 +300,8 @@ def test_point_cloud_takes_the_exif_focal_length_and_writes_its_camera(
 
 
 def test_reduced_precision_stays_close_to_fp32(model: clip2depth.Clip2Depth, photos: Path, tmp_path: Path) -> None:
-    options = PredictOptions(formats=("npy",), precision="bf16")
-
-    report = predict_paths(model, [photos / "alpha.png"], out_dir=tmp_path, options=options, progress=False)
+    report = predict_paths(model, [photos / "alpha.png"], out_dir=tmp_path, outputs=OutputOptions(formats=("npy",)),
+                           options=PredictOptions(precision="bf16"), progress=False)  # fmt: skip
 
     fp32 = model.infer(photos / "alpha.png")
     bf16 = np.load(tmp_path / "alpha.npy")

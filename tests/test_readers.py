@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from clip2depth.data.base import read_rgb
-from clip2depth.inference.predict import PredictOptions, predict_paths
+from clip2depth.inference.outputs import OutputOptions
+from clip2depth.inference.run import predict_paths
 from clip2depth.io.images import load_image
 from imagefiles import png16_rgb
 
@@ -48,7 +49,7 @@ def test_every_path_feeds_the_model_identical_pixels(name: str, tiny_model, tmp_
     handle = tiny_model.register_forward_pre_hook(recorder)
     try:
         report = predict_paths(tiny_model, [path], out_dir=tmp_path / "out", progress=False,
-                               options=PredictOptions(formats=("npy",)))  # fmt: skip
+                               outputs=OutputOptions(formats=("npy",)))  # fmt: skip
         tiny_model.infer(path)
         with Image.open(path) as img:
             tiny_model.infer(img)

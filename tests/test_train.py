@@ -168,7 +168,7 @@ def test_resume_falls_back_to_the_previous_checkpoint_after_a_crash_between_rena
 
 def test_train_cli_and_resume_errors(tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["-q", "train", "--recipe", "synthetic", "--out", str(out), "--no-progress"]
+    args = ["-q", "train", "--recipe", "synthetic", "--out", str(out)]
     for item in [*SMALL, "train.max_steps=2", "train.val_every=2"]:
         args += ["--set", item]
     assert main(args) == 0

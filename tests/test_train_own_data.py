@@ -12,7 +12,7 @@ from PIL import Image
 
 from clirun import assert_user_error, run_cli
 
-TINY = ["--model", "tiny", "--pretrained", "none", "--no-progress",
+TINY = ["--model", "tiny", "--pretrained", "none",
         "--set", "augment.crop_size=[48, 64]", "--set", "train.batch_size=4", "--set", "train.num_workers=0",
         "--set", "train.max_steps=3", "--set", "train.val_every=3", "--set", "train.log_every=1"]
 

@@ -2,7 +2,8 @@
 
 No Gradio here, so every step is testable on its own; :mod:`clip2depth.app.ui` only wires these
 functions to the page. Files are written with the same code as ``clip2depth predict``
-(:func:`clip2depth.inference.predict.write_outputs`), depth comes from the one resize-predict-resize
+(:func:`clip2depth.inference.outputs.write_depth_files`), the point cloud's camera follows its rule
+(:func:`clip2depth.inference.camera.image_camera`), depth comes from the one resize-predict-resize
 (:func:`clip2depth.models.infer.predict_batch` on :func:`~clip2depth.models.infer.image_tensor`).
 """
 
@@ -22,18 +23,12 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from clip2depth.errors import DataError
+from clip2depth.inference.camera import CameraSpec, ImageCamera, image_camera
+from clip2depth.inference.outputs import VIDEO_SUFFIX, OutputOptions, output_path, write_depth_files
 from clip2depth.inference.pointcloud import DEFAULT_FOV_DEG, backproject, valid_mask
-from clip2depth.inference.predict import (
-    DEFAULT_MAX_SIDE,
-    VIDEO_SUFFIX,
-    CameraSpec,
-    PredictOptions,
-    output_path,
-    predict_paths,
-    write_outputs,
-)
+from clip2depth.inference.run import DEFAULT_MAX_SIDE, PredictOptions, predict_paths
 from clip2depth.io.colour import colorize_depth, depth_range
-from clip2depth.io.images import exif_focal_35mm, focal_pixels_from_35mm, load_image
+from clip2depth.io.images import load_image
 from clip2depth.io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_path, is_video_path
 from clip2depth.io.ply import save_ply
 from clip2depth.io.video import video_info
@@ -155,21 +150,8 @@ given and there is no `{DEMO_MODEL_DIR.as_posix()}` in the folder the app was st
 # --------------------------------------------------------------------------------------------- images
 
 
-def exif_fov_deg(path: str | os.PathLike[str], width: int, height: int) -> float | None:
-    """Horizontal field of view (degrees) of the upright ``width``×``height`` image at ``path`` from its EXIF
-    35 mm equivalent focal length, or None when it has none.
-
-    The focal length in pixels is :func:`~clip2depth.io.images.focal_pixels_from_35mm` (the same rule as
-    ``clip2depth predict``); it depends only on the image diagonal, so the orientation does not change it.
-    """
-    focal = exif_focal_35mm(path)
-    if focal is None:
-        return None
-    return math.degrees(2.0 * math.atan(width / (2.0 * focal_pixels_from_35mm(focal, width, height))))
-
-
-def load_upload(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float | None]:
-    """Read an uploaded image: (H×W×3 uint8 RGB upright, horizontal FOV in degrees from EXIF or None).
+def load_upload(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an uploaded image: H×W×3 uint8 RGB, upright.
 
     Raises:
         DataError: not an image type, larger than ``max_pixels``, or unreadable; the message says what to do.
@@ -189,8 +171,7 @@ def load_upload(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -
                 )
     except (Image.DecompressionBombError, UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path.name} cannot be read as an image ({exc}); upload a photo") from exc
-    rgb = load_image(path)
-    return rgb, exif_fov_deg(path, rgb.shape[1], rgb.shape[0])
+    return load_image(path)
 
 
 @dataclass(frozen=True)
@@ -256,27 +237,26 @@ def predict_image(
         ConfigError: an unknown precision or a field of view outside (0, 180).
     """
     path = Path(path)
-    rgb, exif_fov = load_upload(path, max_pixels=max_pixels)
-    fov_from_exif = use_exif and exif_fov is not None
-    fov = exif_fov if fov_from_exif else fov_deg
-    options = PredictOptions(
-        formats=("png16", "npy", "ply"), depth_scale=DEPTH_SCALE, camera=CameraSpec(fov_deg=fov), max_side=max_side
-    )
+    rgb = load_upload(path, max_pixels=max_pixels)
+    height, width = rgb.shape[:2]
+    spec = CameraSpec(default_fov_deg=fov_deg) if use_exif else CameraSpec(fov_deg=fov_deg)
+    camera = image_camera(path, width, height, spec)
+    outputs = OutputOptions(formats=("png16", "npy", "ply"), depth_scale=DEPTH_SCALE)
     depth = predict_batch(model, [image_tensor(rgb)], max_side=max_side, precision=precision)[0]
     base = Path(out_dir) / f"{path.stem}_depth"
     base.parent.mkdir(parents=True, exist_ok=True)
-    write_outputs(base, rgb, depth, options)
-    png16, npy, ply = (output_path(base, fmt) for fmt in options.formats)
+    write_depth_files(base, rgb, depth, outputs, camera=camera)
+    png16, npy, ply = (output_path(base, fmt) for fmt in outputs.formats)
     view = base.with_name(base.name + "_view.ply")
-    _write_view(view, depth, rgb, options.camera)
+    _write_view(view, depth, rgb, camera)
     lo, hi = depth_range(depth)
     return DepthResult(
         depth=depth,
         colour=colorize_depth(depth, colorbar=True),
         min_m=lo,
         max_m=hi,
-        fov_deg=float(fov),
-        fov_from_exif=fov_from_exif,
+        fov_deg=camera.fov_deg,
+        fov_from_exif=camera.from_exif,
         png16=png16,
         npy=npy,
         ply=ply,
@@ -284,10 +264,9 @@ def predict_image(
     )
 
 
-def _write_view(path: Path, depth: np.ndarray, rgb: np.ndarray, camera: CameraSpec) -> None:
+def _write_view(path: Path, depth: np.ndarray, rgb: np.ndarray, camera: ImageCamera) -> None:
     """At most :data:`VIEW_POINTS` evenly spread points, in the viewer's y-up, z-towards-viewer frame."""
-    height, width = depth.shape
-    points = backproject(depth, camera.intrinsics(width, height))
+    points = backproject(depth, camera.intrinsics)
     colours = rgb[valid_mask(depth)]
     keep = np.linspace(0, len(points) - 1, num=min(len(points), VIEW_POINTS)).astype(np.intp)
     save_ply(path, points[keep] * np.array([1.0, -1.0, -1.0], dtype=np.float32), colours[keep])
@@ -313,7 +292,7 @@ def predict_video(
 ) -> Path:
     """Colour depth video (colour bar in metres, one scale for all frames) of the video at ``path``.
 
-    Uses ``clip2depth predict``'s video path (:func:`clip2depth.inference.predict.predict_paths`).
+    Uses ``clip2depth predict``'s video path (:func:`clip2depth.inference.run.predict_paths`).
 
     Raises:
         DataError: not a video type, longer than ``max_frames`` or with frames above ``max_pixels``, or
@@ -329,8 +308,8 @@ def predict_video(
     if info.width * info.height > max_pixels:
         raise DataError(f"{path.name} has {info.width}×{info.height} frames, more than {max_pixels / 1e6:.0f} "
                         "megapixels; downscale it first")
-    options = PredictOptions(formats=("color",), colorbar=True, max_side=max_side, precision=precision)
-    report = predict_paths(model, [path], out_dir=out_dir, options=options, progress=False)
+    report = predict_paths(model, [path], out_dir=out_dir, outputs=OutputOptions(formats=("color",), colorbar=True),
+                           options=PredictOptions(max_side=max_side, precision=precision), progress=False)
     if report.failed:
         raise DataError(f"{path.name}: {report.failed[0][1]}")
     return next(p for p in report.outputs if p.name.endswith(VIDEO_SUFFIX))

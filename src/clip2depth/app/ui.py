@@ -23,7 +23,6 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-import torch
 from torch import nn
 
 from clip2depth.app.predict import (
@@ -36,9 +35,9 @@ from clip2depth.app.predict import (
     predict_image,
     predict_video,
 )
-from clip2depth.errors import Clip2DepthError
+from clip2depth.errors import Clip2DepthError, is_out_of_memory
 from clip2depth.inference.pointcloud import DEFAULT_FOV_DEG
-from clip2depth.inference.predict import DEFAULT_MAX_SIDE
+from clip2depth.inference.run import DEFAULT_MAX_SIDE
 from clip2depth.models.infer import PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -55,15 +54,18 @@ def example_images() -> list[str]:
 
 
 def _page_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Show a user-caused error as a message on the page; out of GPU memory likewise."""
+    """Show a user-caused error as a message on the page; running out of memory (CPU or GPU) likewise."""
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
         try:
             return fn(*args)
         except Clip2DepthError as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
-        except torch.cuda.OutOfMemoryError as exc:
-            raise gr.Error("out of GPU memory; lower the max side", print_exception=False) from exc
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            raise gr.Error("out of memory for this photo or video; lower the max side",
+                           print_exception=False) from exc
 
     return wrapper
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from clip2depth.cli.options import add_device, add_model, add_pretrained, port, positive_int
 from clip2depth.errors import ConfigError
 
 NAME = "app"
@@ -19,17 +20,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=HELP + ". Without --model it serves demo_out/best (from `make demo`) if present, "
                            "else a page that says how to get a model.",
     )  # fmt: skip
-    p.add_argument("--model", default=None,
-                   help="trained-model directory, hf-hub:org/name or preset name (default: demo_out/best)")
-    p.add_argument("--pretrained", default=None,
-                   help="CLIP weights (open_clip tag or file); default: those recorded with the model")
+    add_model(p, unset="demo_out/best, from `make demo`")
+    add_pretrained(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=port, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    p.add_argument("--device", default="auto",
-                   help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
-    p.add_argument("--max-upload-mb", type=int, default=None, help="largest upload accepted (default 25)")
+    add_device(p)
+    p.add_argument("--max-upload-mb", type=positive_int, default=None, help="largest upload accepted (default 25)")
     return p
 
 
@@ -42,11 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from clip2depth.app.ui import build_app, launch
     from clip2depth.models.factory import create_model, resolve_device
 
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"--port {args.port} is not a TCP port; use 1-65535 (default 7860)")
     max_upload_mb = MAX_UPLOAD_MB if args.max_upload_mb is None else args.max_upload_mb
-    if max_upload_mb < 1:
-        raise ConfigError(f"--max-upload-mb {max_upload_mb} must be at least 1")
     source = default_model_source(args.model)
     model = info = None
     if source is None:

@@ -5,8 +5,23 @@ from __future__ import annotations
 import argparse
 import math
 
+from clip2depth.cli.options import (
+    add_batch_size,
+    add_depth_range,
+    add_depth_scale,
+    add_device,
+    add_max_side,
+    add_model,
+    add_out,
+    add_overwrite,
+    add_precision,
+    add_pretrained,
+    add_synthetic,
+    add_synthetic_scene,
+    fraction,
+    positive_int,
+)
 from clip2depth.errors import ConfigError
-from clip2depth.models.infer import PRECISIONS
 
 NAME = "consistency"
 HELP = "temporal consistency (flicker; with ground truth: AbsRel and scale stability) over a frame sequence"
@@ -20,55 +35,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         NAME, help=HELP,
         description=HELP + ". Writes consistency.json and consistency.png; definitions in docs/analyses.md.",
     )
-    p.add_argument("--model", required=True, help="trained-model directory, preset, hf-hub:org/name or depthclip-rn50")
-    p.add_argument("--pretrained", default=None, help="CLIP weights (open_clip tag or file); default: the model's")
+    add_model(p)
+    add_pretrained(p)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", default=None, metavar="FILE", help="a video file (needs PyAV)")
     source.add_argument("--frames", default=None, metavar="DIR", help="a folder of frames, in sorted name order")
-    source.add_argument("--synthetic", type=int, default=None, metavar="N",
-                        help="render N frames of a synthetic camera path (exact ground truth)")
+    add_synthetic(source, unset="none; here N >= 2 frames along one camera path")
     p.add_argument("--depth-dir", default=None, metavar="DIR",
                    help="ground truth per frame: <name>.npy (metres) or <name>.png (uint16, see --depth-scale); "
                         "<name> is the frame's file stem, or its 6-digit index for a video")
-    p.add_argument("--depth-scale", type=float, default=1000.0, help="PNG ground-truth units per metre (default 1000)")
-    p.add_argument("--max-frames", type=int, default=300, help="use at most this many frames (default 300)")
-    p.add_argument("--stride", type=int, default=1, help="use every k-th frame of a video or folder (default 1)")
-    p.add_argument("--size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"),
-                   help="--synthetic: frame size (default 240 320)")
+    add_depth_scale(p)
+    p.add_argument("--max-frames", type=positive_int, default=300, help="use at most this many frames (default 300)")
+    p.add_argument("--stride", type=positive_int, default=1,
+                   help="use every k-th frame of a video or folder (default 1)")
+    add_synthetic_scene(p)
     p.add_argument("--motion", type=float, default=1.0,
                    help="--synthetic: camera motion scale (default 1; 0 = a still camera, flicker must be 0)")
-    p.add_argument("--seed", type=int, default=0, help="--synthetic: scene seed (default 0)")
-    p.add_argument("--tau", type=float, default=None,
+    p.add_argument("--tau", type=fraction, default=None,
                    help="largest RGB change (0..1) of a 'static' pixel (default 0.02, about 5/255)")
-    p.add_argument("--min-depth", type=float, default=1e-3, help="predictions are clamped to [min, max] (default 1e-3)")
-    p.add_argument("--max-depth", type=float, default=None, help="default: the model's max_depth, else 10")
-    p.add_argument("--max-side", type=int, default=None, help="predict larger frames downscaled to this longest side")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="inference precision: fp32 (default) or autocast to bf16 / fp16")
-    p.add_argument("--batch-size", type=int, default=8, help="frames predicted together (default 8)")
-    p.add_argument("--out", default="runs/consistency",
-                   help="output folder (default runs/consistency); one that already holds consistency.json or "
-                        "consistency.png is refused without --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
-    p.add_argument("--device", default="auto",
-                   help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
+    add_depth_range(p, min_default=1e-3, max_unset="the model's max_depth, else 10")
+    add_max_side(p)
+    add_precision(p)
+    add_batch_size(p)
+    add_out(p, default="runs/consistency")
+    add_overwrite(p)
+    add_device(p)
     return p
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Refuse numeric flag values that cannot work, before any frame or model is loaded."""
-    for flag, value in (("--stride", args.stride), ("--max-frames", args.max_frames),
-                        ("--batch-size", args.batch_size), ("--max-side", args.max_side)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} {value}: must be at least 1")
-    if min(args.size) < 1:
-        raise ConfigError(f"--size {args.size[0]} {args.size[1]}: height and width must be positive")
-    if args.depth_scale <= 0:
-        raise ConfigError(f"--depth-scale {args.depth_scale}: must be positive (ground-truth units per metre)")
-    if args.tau is not None and not 0 < args.tau <= 1:
-        raise ConfigError(f"--tau {args.tau}: give an RGB change between 0 and 1 (e.g. 0.02)")
-    if args.min_depth < 0 or (args.max_depth is not None and args.max_depth <= 0):
-        raise ConfigError("--min-depth must not be negative and --max-depth must be positive")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,15 +77,13 @@ def run(args: argparse.Namespace) -> int:
     from clip2depth.io.outputs import claim_output_dir
     from clip2depth.models.factory import create_model, resolve_device
 
-    check_args(args)
     ground_truth = depth_reader(args.depth_dir, depth_scale=args.depth_scale) if args.depth_dir else None
     if args.synthetic is not None:
         if args.synthetic < 2:
             raise ConfigError("--synthetic N: temporal metrics need at least 2 frames")
-        frames, depths = synthetic_sequence(args.synthetic, size=tuple(args.size), motion=args.motion,
-                                            seed=args.seed)
-        source = (f"synthetic(seed={args.seed}, frames={args.synthetic}, size={args.size[0]}x{args.size[1]}, "
-                  f"motion={args.motion})")
+        h, w = args.synthetic_size
+        frames, depths = synthetic_sequence(args.synthetic, size=(h, w), motion=args.motion, seed=args.seed)
+        source = f"synthetic(seed={args.seed}, frames={args.synthetic}, size={h}x{w}, motion={args.motion})"
         if ground_truth is None:
             ground_truth = {name: depth for (name, _), depth in zip(frames, depths, strict=True)}.__getitem__
     elif args.video:

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from clip2depth.cli.options import (
+    add_dataset_parts,
+    add_download_source,
+    add_dry_run,
+    add_gt_root,
+    add_split_lists,
+    positive_float,
+)
+
 NAME = "data"
 HELP = "download NYU Depth v2 or KITTI (data get) and check a dataset folder (data check)"
 
@@ -17,13 +26,8 @@ an interrupted download continues where it stopped when the command is run again
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", choices=["nyu", "kitti"], help="which dataset")
-    p.add_argument("--root", required=True, help="dataset folder (the --data-root of train and eval)")
-    p.add_argument("--only", choices=["train", "test"], default=None,
-                   help="one part only; test is what evaluation needs (default: both)")
-    p.add_argument("--train-list", default=None, metavar="FILE",
-                   help="train split list to use instead of the packaged one")
-    p.add_argument("--test-list", default=None, metavar="FILE",
-                   help="test split list to use instead of the packaged one (KITTI: also picks the drives)")
+    add_dataset_parts(p)
+    add_split_lists(p)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,19 +38,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                          description="Download, verify and unpack a dataset; re-run to continue after an "
                                      "interruption. Prints the total size and checks free disk space first.")
     _common(get)
-    get.add_argument("--mirror", default=None, metavar="BASE_URL",
-                     help="fetch every file from BASE_URL/<its path on the original host> instead")
-    get.add_argument("--nyu-splits", default=None, metavar="FILE",
-                     help="NYU: official splits.mat to convert the test split with (default: the packaged copy)")
+    add_download_source(get)
     get.add_argument("--keep-archives", action="store_true", help="keep the archives after unpacking them")
-    get.add_argument("--dry-run", action="store_true", help="print the files and sizes, download nothing")
-    get.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry (60)")
+    add_dry_run(get)
+    get.add_argument("--timeout", type=positive_float, default=60.0, help="seconds without data before a retry (60)")
     check = sub.add_parser("check", help="compare a dataset folder with the split lists",
                            description="Report missing, unreadable and wrong-size files; exit 0 only when "
                                        "every listed file is there.")
     _common(check)
-    check.add_argument("--gt-root", default=None,
-                       help="KITTI annotated depth folder (default: ROOT/data_depth_annotated)")
+    add_gt_root(check, unset="ROOT/data_depth_annotated")
     return p
 
 

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from clip2depth.cli.train import add_pretrained_flag
+from clip2depth.cli.options import add_out, add_pretrained, add_resume_or_overwrite, add_set, positive_int
 
 NAME = "demo"
 HELP = "train + evaluate the tiny model on built-in synthetic scenes (about 70 s on 2 CPU cores)"
@@ -20,19 +20,16 @@ DEMO_OUTPUTS = ("report.md", "curves.png", "samples.png", "summary.json")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(NAME, help=HELP, description=HELP + ". Writes report.md, curves.png, samples.png "
                               "and summary.json (model vs the mean-training-depth baseline).")
-    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    add_pretrained_flag(p)
-    p.add_argument("--test-scenes", type=int, default=48, help="held-out synthetic test scenes (default 48)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the synthetic recipe (repeatable), e.g. train.max_steps=100")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in --out")
+    add_out(p, default="demo_out")
+    add_pretrained(p)
+    p.add_argument("--test-scenes", type=positive_int, default=48, help="held-out synthetic test scenes (default 48)")
+    add_set(p)
+    add_resume_or_overwrite(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from clip2depth.data import build_dataset
-    from clip2depth.errors import ConfigError
     from clip2depth.evaluation.protocol import evaluate, markdown_table
     from clip2depth.io.atomic import atomic_write_json
     from clip2depth.io.outputs import claim_output_dir
@@ -45,10 +42,6 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     recipe = build_recipe("synthetic", pretrained=args.pretrained, overrides=args.overrides)
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume continues the demo in --out, --overwrite starts it again: pass one of them")
-    if args.test_scenes < 1:
-        raise ConfigError(f"--test-scenes {args.test_scenes}: needs at least 1 scene")
     if not args.resume:
         claim_output_dir(out, [*RUN_OUTPUTS, *DEMO_OUTPUTS], overwrite=args.overwrite, resumable=True)
     trainer = Trainer(recipe, out, resume=args.resume)

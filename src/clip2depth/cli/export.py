@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from clip2depth.cli.options import add_model, add_overwrite, add_pretrained, positive_int
+
 NAME = "export"
 HELP = "export a model to ONNX (any batch, height and width) and check it against PyTorch"
 
@@ -13,17 +15,15 @@ MAX_RELATIVE_ERROR = {"fp32": 1e-4, "fp16": 2e-2}
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(NAME, help=HELP, description=HELP)
-    p.add_argument("--model", required=True, help="preset name, trained-model directory or hf-hub:org/name")
-    p.add_argument("--pretrained", default=None,
-                   help="CLIP weights (open_clip tag or file); default: what the model directory records, "
-                        "random for a preset")
+    add_model(p)
+    add_pretrained(p)
     p.add_argument("--onnx", required=True, metavar="FILE",
                    help="the .onnx file to write (an existing file is refused without --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --onnx file")
+    add_overwrite(p)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default 17)")
     p.add_argument("--fp16", action="store_true",
                    help="store weights and compute in float16 (about half the file); input and output stay float32")
-    p.add_argument("--check-sizes", nargs="+", type=int, default=None, metavar="H W",
+    p.add_argument("--check-sizes", nargs="+", type=positive_int, default=None, metavar="H W",
                    help="input sizes at which onnxruntime is compared with PyTorch, as H W pairs (default: "
                         "14x20 and 22x30 patches and one size that is not a patch multiple, i.e. 224 320 352 480 "
                         "100 130 for 16-px patches); the command fails if any relative error exceeds "
@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from clip2depth.errors import Clip2DepthError, ConfigError
-    from clip2depth.inference.export import check_any_size, default_sizes, export_onnx, verify_onnx
+    from clip2depth.inference.export import default_sizes, export_onnx, verify_onnx
     from clip2depth.models.factory import create_model
 
     if args.check_sizes is not None and len(args.check_sizes) % 2:
@@ -47,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check_sizes is None:
         sizes = default_sizes(model)
     else:
-        pairs = zip(args.check_sizes[::2], args.check_sizes[1::2], strict=True)
-        sizes = [check_any_size(pair, "--check-sizes") for pair in pairs]
+        sizes = list(zip(args.check_sizes[::2], args.check_sizes[1::2], strict=True))
     precision = "fp16" if args.fp16 else "fp32"
     limit = MAX_RELATIVE_ERROR[precision]
     export_onnx(model, args.onnx, opset=args.opset, fp16=args.fp16)

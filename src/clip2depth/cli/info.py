@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
+from clip2depth.cli.options import SIZE, add_model, add_pretrained
+
 NAME = "info"
 HELP = "parameter counts (trainable vs frozen, per module) and GFLOPs per image"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(NAME, help=HELP, description=HELP)
-    p.add_argument("--model", default="clip2depth-vit-b-16",
-                   help="preset name, trained-model directory, hf-hub:org/name or depthclip-rn50")
-    p.add_argument("--pretrained", default=None,
-                   help="CLIP weights (open_clip tag, .safetensors file or open_clip folder); default: what the "
-                        "model directory records, random for a preset")
-    p.add_argument("--size", nargs=2, type=int, default=[416, 544], metavar=("H", "W"),
-                   help="input size for the FLOP count (default 416 544)")
+    add_model(p, default="clip2depth-vit-b-16")
+    add_pretrained(p)
+    p.add_argument("--size", **SIZE, default=[416, 544], help="input size for the FLOP count (default 416 544)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return p
 
@@ -28,8 +26,6 @@ def run(args: argparse.Namespace) -> int:
     from clip2depth.models.profiling import count_flops, count_parameters, parameter_table
 
     h, w = args.size
-    if h < 1 or w < 1:
-        raise ConfigError(f"--size {h} {w}: height and width must be positive")
     model = create_model(args.model, pretrained=args.pretrained)
     p = model.patch_size
     if h % p or w % p:

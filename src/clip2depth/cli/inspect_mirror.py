@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from clip2depth.errors import ConfigError
+from clip2depth.cli.options import (
+    add_device,
+    add_model,
+    add_out,
+    add_overwrite,
+    add_pretrained,
+    add_synthetic,
+    add_synthetic_scene,
+    positive_int,
+)
 
 NAME = "inspect-mirror"
 HELP = "nearest words of the mirror, its similarity to prompts, where it changes depth, across checkpoints"
@@ -19,15 +28,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=HELP + ". Writes mirror.json, tokens.md, overlays.png and (with --checkpoints) "
                            "convergence.png; definitions in docs/analyses.md.",
     )
-    p.add_argument("--model", required=True, help="trained-model directory (or hf-hub:org/name)")
-    p.add_argument("--pretrained", default=None, help="CLIP weights (open_clip tag or file); default: the model's")
+    add_model(p)
+    add_pretrained(p)
     p.add_argument("--images", nargs="+", default=None, metavar="INPUT",
                    help="images, folders or glob patterns for the maps (default: --synthetic scenes)")
-    p.add_argument("--synthetic", type=int, default=4, metavar="N",
-                   help="without --images: use N synthetic validation scenes (default 4)")
-    p.add_argument("--size", type=int, nargs=2, default=[192, 256], metavar=("H", "W"),
-                   help="size of the synthetic scenes (default 192 256)")
-    p.add_argument("--max-images", type=int, default=6, help="use at most this many images (default 6)")
+    add_synthetic(p, default=4, unset="4 validation scenes, without --images")
+    add_synthetic_scene(p)
+    p.add_argument("--max-images", type=positive_int, default=6, help="use at most this many images (default 6)")
     p.add_argument("--checkpoints", nargs="+", default=None, metavar="DIR",
                    help="model directories of the same run at several steps, or run folders to search "
                         "(e.g. runs/x); adds the convergence table and convergence.png")
@@ -35,13 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="query that replaces q for the maps: CLIP's feature of the empty prompt (default) "
                         "or of the paper's prompt")
     p.add_argument("--prompts", nargs="+", default=[], metavar="TEXT", help="more prompts to compare q with")
-    p.add_argument("--top-k", type=int, default=5, help="nearest tokens listed per mirror row (default 5)")
-    p.add_argument("--out", default="runs/inspect-mirror",
-                   help="output folder (default runs/inspect-mirror); one that already holds this command's "
-                        "outputs is refused without --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
-    p.add_argument("--device", default="auto",
-                   help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="nearest tokens listed per mirror row (default 5)")
+    add_out(p, default="runs/inspect-mirror")
+    add_overwrite(p)
+    add_device(p)
     return p
 
 
@@ -60,19 +64,10 @@ def _load_images(args: argparse.Namespace) -> tuple[list, list[str]]:
         return [load_image(p).astype(np.float32) / 255.0 for p in paths], [p.name for p in paths]
     from clip2depth.data import SyntheticDataset
 
-    dataset = SyntheticDataset("val", size=tuple(args.size), length=min(args.synthetic, args.max_images))
+    dataset = SyntheticDataset("val", size=tuple(args.synthetic_size), length=min(args.synthetic, args.max_images),
+                               seed=args.seed)
     samples = [dataset[i] for i in range(len(dataset))]
     return [s["image"].permute(1, 2, 0).numpy() for s in samples], [s["name"] for s in samples]
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Refuse numeric flag values that cannot work, before any image or model is loaded."""
-    for flag, value in (("--top-k", args.top_k), ("--max-images", args.max_images),
-                        ("--synthetic", args.synthetic)):
-        if value < 1:
-            raise ConfigError(f"{flag} {value}: must be at least 1")
-    if min(args.size) < 1:
-        raise ConfigError(f"--size {args.size[0]} {args.size[1]}: height and width must be positive")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     from clip2depth.models.config import PAPER_PROMPT
     from clip2depth.models.factory import create_model, resolve_device
 
-    check_args(args)
     images, names = _load_images(args)
     out = claim_output_dir(args.out, OUTPUTS, overwrite=args.overwrite)
     model = create_model(args.model, pretrained=args.pretrained, device=resolve_device(args.device))

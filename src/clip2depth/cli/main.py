@@ -12,12 +12,13 @@ import importlib
 import io
 import logging
 import os
+import re
 import sys
 import traceback
 from typing import NoReturn
 
 from clip2depth import __version__
-from clip2depth.errors import Clip2DepthError, ConfigError
+from clip2depth.errors import Clip2DepthError, ConfigError, is_out_of_memory
 from clip2depth.io.progress import progress_enabled, set_progress
 
 COMMANDS = [
@@ -75,9 +76,25 @@ def build_parser() -> tuple[ArgumentParser, dict]:
     return parser, handlers
 
 
-def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return actions[0].choices[command]
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the command ``args`` ran (``clip2depth data get ...``: the ``get`` parser)."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or getattr(args, sub.dest, None) not in sub.choices:
+            return parser
+        parser = sub.choices[getattr(args, sub.dest)]
+
+
+def name_flags(exc: Clip2DepthError, parser: argparse.ArgumentParser) -> str:
+    """``exc``'s message with each ``name=`` of its :attr:`~clip2depth.errors.Clip2DepthError.params` written as
+    the flag of ``parser`` that sets ``name`` (its dest): ``fov_deg=200`` → ``--fov 200``. A parameter the
+    command has no flag for keeps its name."""
+    text = str(exc)
+    for param in exc.params:
+        flags = next((a.option_strings for a in parser._actions if a.dest == param and a.option_strings), None)
+        if flags:
+            text = re.sub(rf"(?<![\w.-]){re.escape(param)}=", max(flags, key=len) + " ", text)
+    return text
 
 
 class _CurrentStderrHandler(logging.Handler):
@@ -134,14 +151,6 @@ def _describe_os_error(exc: OSError) -> str:
     return f"{reason}{where}: check the file or folder and run again (-v shows the traceback)"
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")  # only if a command has loaded it; the CLI itself never needs it
-    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    return oom is not None and isinstance(exc, oom)
-
-
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush into a closed pipe stays quiet."""
     try:
@@ -170,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     verbose = False
+    command: argparse.ArgumentParser | None = None
     try:
         parser, handlers = build_parser()
         args, unknown = parser.parse_known_args(argv)
+        command = command_parser(parser, args)
         if unknown:  # name the command whose --help lists the valid flags
-            command_parser = parser if args.command is None else _subparser(parser, args.command)
-            command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            command.error(f"unrecognized arguments: {' '.join(unknown)}")
         verbose = args.verbose
         if args.verbose and args.quiet:
             raise UsageError("-v/--verbose and -q/--quiet contradict each other: give at most one")
@@ -186,8 +196,9 @@ def _run(argv: list[str] | None) -> int:
         # Other libraries' Python warnings become log records of "py.warnings": shown with -v only.
         logging.captureWarnings(True)
         return int(handlers[args.command](args) or EXIT_OK)
-    except Clip2DepthError as exc:
-        return _fail(str(exc), show_traceback=verbose and not isinstance(exc, UsageError))
+    except Clip2DepthError as exc:  # the command's flags replace the library's parameter names
+        message = str(exc) if command is None else name_flags(exc, command)
+        return _fail(message, show_traceback=verbose and not isinstance(exc, UsageError))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -197,7 +208,7 @@ def _run(argv: list[str] | None) -> int:
     except OSError as exc:
         return _fail(_describe_os_error(exc), show_traceback=verbose)
     except Exception as exc:
-        if not _is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise  # a bug, not something the user did: keep its traceback visible
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         return _fail(f"out of memory ({detail}): use smaller inputs (e.g. --max-side), a smaller batch, "

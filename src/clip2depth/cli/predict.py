@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from clip2depth.cli.options import (
+    add_batch_size,
+    add_depth_scale,
+    add_device,
+    add_flip_tta,
+    add_max_side,
+    add_model,
+    add_out,
+    add_precision,
+    add_pretrained,
+    add_skip_existing_or_overwrite,
+    non_negative_float,
+)
 from clip2depth.errors import ConfigError, DataError
-from clip2depth.inference.predict import DEFAULT_FORMATS, DEFAULT_MAX_SIDE, FORMATS
-from clip2depth.models.infer import PRECISIONS
+from clip2depth.inference.outputs import DEFAULT_FORMATS, FORMATS
 
 NAME = "predict"
 HELP = "depth for images, folders, glob patterns and videos: 16-bit PNG, .npy, colour image, point cloud"
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,24 +35,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image or video files, folders (searched recursively) or quoted glob patterns "
                         "('shots/**/*.jpg')")
-    p.add_argument("--model", required=True, help="trained-model directory, hf-hub:org/name or preset name")
-    p.add_argument("--pretrained", default=None,
-                   help="CLIP weights (open_clip tag or file); default: those recorded with the model")
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--format", default=",".join(DEFAULT_FORMATS),
+    add_model(p)
+    add_pretrained(p)
+    add_out(p, default="predictions")
+    add_skip_existing_or_overwrite(p)
+    p.add_argument("--format", dest="formats", default=",".join(DEFAULT_FORMATS), metavar="FORMATS",
                    help=f"comma-separated outputs from {','.join(FORMATS)} (default: %(default)s): "
                         "png16 = <stem>.png, uint16 depth × --depth-scale; npy = <stem>.npy, float32 metres; "
                         "color = <stem>_color.png (videos: <stem>_depth.mp4); ply = <stem>.ply, coloured points, "
                         "and <stem>_camera.json, the intrinsics used")
-    p.add_argument("--depth-scale", type=float, default=1000.0,
-                   help="PNG16 units per metre, also stored in the PNG's depth_scale text chunk "
-                        "(default 1000: millimetres; KITTI uses 256)")
-    existing = p.add_mutually_exclusive_group()
-    existing.add_argument("--skip-existing", action="store_true",
-                          help="skip inputs whose outputs all exist already (continue an interrupted run)")
-    existing.add_argument("--overwrite", action="store_true",
-                          help="replace outputs an earlier run wrote into --out (without this or --skip-existing, "
-                               "a folder holding outputs of these inputs is refused)")
+    add_depth_scale(p)
     camera = p.add_argument_group(
         "camera for point clouds", "in pixels of the upright image; default: the photo's EXIF 35 mm equivalent "
                                    "focal length, else a 60° horizontal field of view; principal point at the "
@@ -46,89 +53,63 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     camera.add_argument("--fy", type=float, default=None, help="vertical focal length (default: fx)")
     camera.add_argument("--cx", type=float, default=None, help="principal point column (default: (W-1)/2)")
     camera.add_argument("--cy", type=float, default=None, help="principal point row (default: (H-1)/2)")
-    camera.add_argument("--fov", type=float, default=None, metavar="DEG",
+    camera.add_argument("--fov", dest="fov_deg", type=float, default=None, metavar="DEG",
                         help="horizontal field of view in degrees, instead of --fx/--fy")
-    p.add_argument("--batch-size", type=int, default=4, help="images of the same size predicted together (default 4)")
-    p.add_argument("--device", default="auto",
-                   help="cpu, cuda, cuda:N, mps or auto (default: cuda, else mps, else cpu)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32 (default), or bf16 / fp16 autocast; depth moves by about 0.02%%; speed depends "
-                        "on the hardware and batch size (see docs/predict.md)")
-    p.add_argument("--max-side", default=str(DEFAULT_MAX_SIDE), metavar="PIXELS",
-                   help=f"predict larger images downscaled to this longest side, outputs at full size "
-                        f"(default {DEFAULT_MAX_SIDE}; 'none': no limit)")
+    add_batch_size(p)
+    add_device(p)
+    add_precision(p)
+    add_max_side(p)
     colour = p.add_argument_group("colour outputs")
     colour.add_argument("--cmap", default="turbo", help="matplotlib colour map (default turbo; near = warm end)")
-    colour.add_argument("--vmin", type=float, default=None, metavar="METRES",
+    colour.add_argument("--vmin", type=non_negative_float, default=None, metavar="METRES",
                         help="depth at the near end of the colour map (default: each image's own minimum)")
-    colour.add_argument("--vmax", type=float, default=None, metavar="METRES",
+    colour.add_argument("--vmax", type=non_negative_float, default=None, metavar="METRES",
                         help="depth at the far end of the colour map (default: each image's own maximum)")
     colour.add_argument("--colorbar", action="store_true",
                         help="append a depth scale in metres on the right (the colour image gets wider)")
-    p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
-    p.add_argument("--save-frames", action="store_true",
+    add_flip_tta(p)
+    p.add_argument("--save-frames", dest="video_frames", action="store_true",
                    help="videos: also write png16/npy/ply per frame as <stem>_frames/NNNNNN.* "
                         "(default: only the colour depth video)")
     return p
 
 
-def parse_max_side(text: str) -> int | None:
-    """``--max-side``: a positive number of pixels, or ``none`` for no limit."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"--max-side must be a positive number of pixels, or 'none' for no limit; got {text!r}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
-    from clip2depth.inference.predict import (
-        CameraSpec,
-        PredictOptions,
-        existing_outputs,
-        find_inputs,
-        predict_paths,
-    )
+    from clip2depth.inference.camera import CameraSpec
+    from clip2depth.inference.outputs import OutputOptions
+    from clip2depth.inference.plan import plan_predictions
+    from clip2depth.inference.run import PredictOptions, run_plan
     from clip2depth.models.factory import create_model, resolve_device
 
     # Everything a user can get wrong is checked before the (slow) model load.
-    options = PredictOptions(
-        formats=args.format,
-        depth_scale=args.depth_scale,
-        camera=CameraSpec(fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov_deg=args.fov),
-        batch_size=args.batch_size,
-        max_side=parse_max_side(args.max_side),
-        cmap=args.cmap,
-        vmin=args.vmin,
-        vmax=args.vmax,
-        colorbar=args.colorbar,
-        flip_tta=args.flip_tta,
-        precision=args.precision,
-        video_frames=args.save_frames,
-        skip_existing=args.skip_existing,
-    )
-    files, problems = find_inputs(args.inputs, args.out)
-    if not files:
-        reasons = "; ".join(f"{path}: {reason}" for path, reason in problems)
+    camera = CameraSpec(fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov_deg=args.fov_deg)
+    outputs = OutputOptions(formats=args.formats, depth_scale=args.depth_scale, camera=camera, cmap=args.cmap,
+                            vmin=args.vmin, vmax=args.vmax, colorbar=args.colorbar, video_frames=args.video_frames)
+    options = PredictOptions(batch_size=args.batch_size, max_side=args.max_side, flip_tta=args.flip_tta,
+                             precision=args.precision)  # fmt: skip
+    plan = plan_predictions(args.inputs, args.out, outputs, skip_existing=args.skip_existing)
+    if not plan.matched:
+        reasons = "; ".join(f"{r.input}: {r.reason}" for r in plan.refused)
         raise DataError(f"no input matched ({reasons}); pass image or video files, folders or glob patterns")
-    if not (args.skip_existing or args.overwrite):
-        existing = existing_outputs(files, args.out, options)
-        if existing:
-            raise ConfigError(
-                f"{args.out} already holds {len(existing)} output(s) of these inputs (e.g. {existing[0]}); pass "
-                "--skip-existing to keep them and predict the rest, or --overwrite to replace them"
-            )
+    if plan.existing and not (args.skip_existing or args.overwrite):
+        raise ConfigError(
+            f"{args.out} already holds {len(plan.existing)} output(s) of these inputs (e.g. {plan.existing[0]}); "
+            "pass --skip-existing to keep them and predict the rest, or --overwrite to replace them"
+        )
+    if "ply" in outputs.formats and camera.focal_unknown:
+        logger.info("point clouds use each photo's EXIF 35 mm equivalent focal length, or else a %g° horizontal "
+                    "field of view; give the camera (--fov, or --fx/--fy/--cx/--cy) for true geometry",
+                    camera.default_fov_deg)  # fmt: skip
     model = create_model(args.model, pretrained=args.pretrained, device=resolve_device(args.device))
-    report = predict_paths(model, args.inputs, out_dir=args.out, options=options, progress=not args.quiet)
+    report = run_plan(model, plan, options)
     print(report.summary(args.out))
     if report.failed:
         print(f"{len(report.failed)} failed:", file=sys.stderr)
     for path, reason in report.failed:
         print(f"  {path}: {reason}", file=sys.stderr)
+    if report.out_of_memory:
+        print(f"{len(report.out_of_memory)} ran out of memory: a smaller --batch-size or --max-side may fit",
+              file=sys.stderr)
     if report.exit_code:
         raise DataError(f"none of the {report.matched} inputs could be predicted; the reasons are listed above")
     return 0

@@ -5,6 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from clip2depth.cli.options import (
+    add_data_root,
+    add_device,
+    add_download_source,
+    add_dry_run,
+    add_model,
+    add_out,
+    add_set,
+    add_split_lists,
+)
+
 NAME = "reproduce"
 HELP = "get the data, train with the paper recipe, evaluate, and write results.md next to the papers' numbers"
 
@@ -13,6 +24,7 @@ EPILOG = """examples:
   clip2depth reproduce nyu --out runs/repro-nyu --download
   clip2depth reproduce kitti --out runs/repro-kitti --data-root data/kitti
 run the same command again to continue after an interruption: finished stages are skipped.
+--device is where the evaluations run; training picks its device as train does (CUDA when present).
 """
 
 
@@ -20,26 +32,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(NAME, help=HELP, description=HELP + ".", epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=["nyu", "kitti"], help="which benchmark")
-    p.add_argument("--out", required=True, help="folder for the run, the evaluations and results.md")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: data/<dataset>)")
+    add_out(p)
+    add_data_root(p, unset="data/<dataset>")
     p.add_argument("--download", action="store_true", help="download whatever the data check finds missing")
-    p.add_argument("--mirror", default=None, metavar="BASE_URL",
-                   help="download from a copy of the files (see data get)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, sizes and a GPU-hour estimate; do nothing")
-    p.add_argument("--model", default=None,
-                   help="preset to train instead of the recipe's (e.g. tiny for a smoke test); on another CLIP, the "
-                        "recipe's CLIP weights (openai) give way to the preset's own tag (none for tiny: random "
-                        "weights) unless --set pretrained=... is given")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field, as in train (e.g. train.max_steps=100)")
-    p.add_argument("--train-list", default=None, metavar="FILE", help="train split list instead of the packaged one")
-    p.add_argument("--test-list", default=None, metavar="FILE", help="test split list instead of the packaged one")
-    p.add_argument("--nyu-splits", default=None, metavar="FILE",
-                   help="NYU: splits.mat for converting the downloaded test split (default: the packaged copy)")
+    add_download_source(p)
+    add_dry_run(p)
+    add_model(p, unset="the recipe's model; a preset to train instead (e.g. tiny for a smoke test). On another "
+                        "CLIP, the recipe's CLIP weights (openai) give way to the preset's own tag (none for tiny: "
+                        "random weights) unless --set pretrained=... is given")
+    add_set(p)
+    add_split_lists(p)
     p.add_argument("--depthclip", default="openai", metavar="WEIGHTS",
                    help="CLIP RN50 weights for the DepthCLIP baseline: open_clip tag or file, or 'none' to skip "
                         "(default: openai; skipped with a note when they cannot be loaded)")
-    p.add_argument("--device", default="auto", help="evaluation device: cpu, cuda, cuda:N, mps or auto (default)")
+    add_device(p)
     return p
 
 

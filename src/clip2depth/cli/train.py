@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from clip2depth.cli.options import (
+    add_data_root,
+    add_model,
+    add_out,
+    add_pretrained,
+    add_recipe,
+    add_resume_run_or_overwrite,
+    add_set,
+)
+
 NAME = "train"
 HELP = "train the mirror and decoder with a recipe (nyu, kitti, folder, synthetic or a YAML file)"
 
@@ -20,32 +30,18 @@ keys: model, pretrained, model_overrides.FIELD). Values are checked before any m
 """
 
 
-def add_pretrained_flag(p: argparse.ArgumentParser) -> None:
-    """``--pretrained`` (as in every command) with ``--clip-pretrained`` kept as a hidden alias."""
-    p.add_argument("--pretrained", default=None, metavar="TAG_OR_PATH",
-                   help="CLIP weights: open_clip tag, hf-hub:ORG/NAME or local file (sets pretrained; 'none' for "
-                        "random weights)")
-    p.add_argument("--clip-pretrained", dest="pretrained", default=None, help=argparse.SUPPRESS)
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(NAME, help=HELP, description=HELP + ".", epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", default=None, help="built-in recipe name or YAML file (default: synthetic)")
-    p.add_argument("--data-root", default=None, help="dataset root (sets data.root)")
-    p.add_argument("--model", default=None,
-                   help="preset or model directory to start from (sets model); on another CLIP than the recipe's "
-                        "model, the recipe's CLIP weights give way to the model's own (a preset's tag, random for "
-                        "tiny; a directory's recorded weights) unless --pretrained is given")
-    add_pretrained_flag(p)
-    p.add_argument("--out", default=None, help="run directory (default: runs/<recipe>)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any recipe field, e.g. train.lr=1e-4 or model_overrides.mirror_length=16")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue an interrupted run exactly (reads RUN_DIR/config.yaml and RUN_DIR/last)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in an --out folder that holds an earlier run (its outputs are deleted)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_recipe(p)
+    add_data_root(p, unset="the recipe's data.root, else the dataset's environment variable")
+    add_model(p, unset="the recipe's model; a preset or model directory to start from. On another CLIP than the "
+                        "recipe's model, the recipe's CLIP weights give way to the model's own (a preset's tag, random "
+                        "for tiny; a directory's recorded weights) unless --pretrained is given")
+    add_pretrained(p)
+    add_out(p, unset="runs/<recipe>")
+    add_set(p)
+    add_resume_run_or_overwrite(p)
     return p
 
 
@@ -56,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         run_dir = Path(args.resume)
-        if args.recipe or args.model or args.data_root or args.pretrained or args.out or args.overwrite:
+        if args.recipe or args.model or args.data_root or args.pretrained or args.out:
             raise ConfigError("--resume continues a run with its own config.yaml; drop --recipe/--model/"
-                              "--data-root/--pretrained/--out/--overwrite (use --set only for e.g. train.num_workers)")
+                              "--data-root/--pretrained/--out (use --set only for e.g. train.num_workers)")
         config = run_dir / CONFIG_NAME
         if not config.is_file():
             raise ConfigError(f"--resume {run_dir}: no {CONFIG_NAME} there; is it a clip2depth run directory?")
@@ -70,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                               overrides=args.overrides)
         run_dir = Path(args.out or f"runs/{Path(name).stem}")
         resume = False
-    summary = train(recipe, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
+    summary = train(recipe, run_dir, resume=resume, overwrite=args.overwrite)
     state = summary.state
     if summary.already_finished:
         print(f"{run_dir} is finished: its checkpoint is at step {state.step} of {summary.total_steps}; nothing was "

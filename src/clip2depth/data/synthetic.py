@@ -31,6 +31,10 @@ SYNTHETIC_SPLITS = ("train", "val", "test")
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 _SEQUENCE_STREAM = 3
 _DEFAULT_LENGTH = {"train": 1000, "val": 100, "test": 100}
+
+DEFAULT_SIZE = (240, 320)
+"""Height and width of the rendered scenes unless a size is given."""
+
 _EPS = 1e-6
 
 _CHECKER, _STRIPES, _NOISE = 0, 1, 2
@@ -318,7 +322,7 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def render_sequence(
-    seed: int, n_frames: int, size: tuple[int, int] = (240, 320), motion: float = 1.0
+    seed: int, n_frames: int, size: tuple[int, int] = DEFAULT_SIZE, motion: float = 1.0
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The same scene along a smooth camera path, for temporal-consistency checks.
 
@@ -373,7 +377,7 @@ class SyntheticDataset(DepthDataset):
         self,
         split: str = "train",
         *,
-        size: tuple[int, int] = (240, 320),
+        size: tuple[int, int] = DEFAULT_SIZE,
         length: int | None = None,
         seed: int = 0,
         cache: bool = False,

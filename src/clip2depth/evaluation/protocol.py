@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from clip2depth.data.transforms import paste_into_canvas
-from clip2depth.errors import ConfigError, DataError
+from clip2depth.errors import ConfigError, DataError, is_out_of_memory
 from clip2depth.evaluation.metrics import METRIC_KEYS, MetricAverager, compute_metrics, crop_mask
 from clip2depth.io.atomic import atomic_path, atomic_write_json
 from clip2depth.io.depth import save_depth_png16
@@ -58,7 +58,8 @@ class EvalResult:
     metrics: dict[str, float]
     count: int
     skipped: list[dict[str, str]] = field(default_factory=list)  # no valid ground-truth pixel
-    failed: list[dict[str, str]] = field(default_factory=list)  # unreadable / inconsistent / out of memory
+    # unreadable / inconsistent / out of memory ({"name", "reason", "out_of_memory": True})
+    failed: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: list[dict[str, Any]] = field(default_factory=list)  # malformed list-file lines (not evaluated)
     per_image: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -129,8 +130,8 @@ def predict_sample(
     if settings.input_box is not None:
         top, left, h, w = settings.input_box
         if top + h > image.shape[-2] or left + w > image.shape[-1]:
-            raise DataError(f"{sample.get('path')}: input box {settings.input_box} exceeds the image "
-                            f"{tuple(image.shape[-2:])}; pass a smaller --input-box")
+            raise DataError(f"{sample.get('path')}: input_box={settings.input_box} exceeds the image "
+                            f"{tuple(image.shape[-2:])}; give a box inside it")
         image = image[..., top : top + h, left : left + w]
         box = (top + (box[0] if box else 0), left + (box[1] if box else 0), h, w)
     depth = predict_depth(model, image, size=settings.input_size, max_side=settings.max_side,
@@ -142,14 +143,6 @@ def predict_sample(
         return canvas, None
     covered = paste_into_canvas(torch.ones_like(depth, dtype=torch.bool), box, gt_size).numpy()
     return canvas, covered
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is an allocation failure (CPU or GPU), which a smaller input may avoid."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "DefaultCPUAllocator" in text)
 
 
 def _release_memory(device: torch.device) -> None:
@@ -186,7 +179,7 @@ def evaluate(
             standard metrics are not affected.
     """
     if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be at least 1 (or None for every item), got {limit}")
+        raise ConfigError(f"limit={limit} must be at least 1 (or None for every item)", params=("limit",))
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -214,7 +207,7 @@ def evaluate(
             logger.warning("skipping %s: %s", name, exc)
             result.failed.append({"name": name, "reason": str(exc)})
             continue
-        except (RuntimeError, MemoryError) as exc:
+        except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
             pred = None
@@ -222,10 +215,9 @@ def evaluate(
             # Outside the except clause: the traceback (and the tensors its frames hold) is gone by now.
             _release_memory(model_device(model))
             h, w = sample["image"].shape[-2:]
-            reason = (f"{sample.get('path', name)}: out of memory predicting {h}×{w}; "
-                      "pass --max-side N to predict large images at a reduced size")
+            reason = f"{sample.get('path', name)}: out of memory predicting {h}×{w} (max_side={settings.max_side})"
             logger.warning("skipping %s", reason)
-            result.failed.append({"name": name, "reason": reason})
+            result.failed.append({"name": name, "reason": reason, "out_of_memory": True})
             continue
         gt = sample["depth"][0].numpy()
         if covered is not None:

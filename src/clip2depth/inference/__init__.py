@@ -1,1 +1,2 @@
-"""Depth for users' files: prediction over images and videos, point clouds, ONNX export."""
+"""Depth for users' files: the plan (plan), its run (run), what is written (outputs), the point clouds' camera
+(camera, pointcloud), ONNX export (export)."""

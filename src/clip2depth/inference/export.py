@@ -254,8 +254,8 @@ def export_onnx(
     onnx, _ = _require_onnx()
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(
-            f"opset {opset} is not supported: use {MIN_OPSET} to {MAX_OPSET} (the graph needs LayerNormalization, "
-            f"opset >= {MIN_OPSET}; PyTorch's TorchScript exporter writes at most {MAX_OPSET})"
+            f"opset={opset} is not supported: use {MIN_OPSET} to {MAX_OPSET} (the graph needs LayerNormalization, "
+            f"opset >= {MIN_OPSET}; PyTorch's TorchScript exporter writes at most {MAX_OPSET})", params=("opset",)
         )
     h, w = check_size(model, sample_size or default_sizes(model)[0], "sample_size")
     path = Path(path)

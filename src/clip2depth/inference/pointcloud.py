@@ -36,7 +36,8 @@ class Intrinsics:
             ConfigError: the FOV is not in (0, 180) degrees or the size is not positive.
         """
         if not 0.0 < fov_deg < 180.0:
-            raise ConfigError(f"field of view must be between 0 and 180 degrees, got {fov_deg}")
+            raise ConfigError(f"fov_deg={fov_deg:g} is not a field of view: give degrees between 0 and 180 "
+                              "(exclusive)", params=("fov_deg",))
         if width <= 0 or height <= 0:
             raise ConfigError(f"image size must be positive, got {width}×{height}")
         focal = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)

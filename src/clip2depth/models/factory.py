@@ -56,7 +56,7 @@ def resolve_device(name: str) -> str:
     if name in available:
         return name
     what = "is not a device name" if not _DEVICE.match(name) else "is not available here"
-    raise ConfigError(f"--device {name} {what}; available: auto, {', '.join(available)}")
+    raise ConfigError(f"device={name} {what}; available: auto, {', '.join(available)}", params=("device",))
 
 
 def create_model(

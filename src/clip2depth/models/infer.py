@@ -59,7 +59,7 @@ def precision_context(precision: str, device: torch.device | str) -> Iterator[No
     numerically sensitive operations (softmax, normalisation) stay in float32.
     """
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}", params=("precision",))
     if precision == "fp32":
         yield
         return

@@ -1,0 +1,316 @@
+"""Depth for users' own files: run a :class:`~clip2depth.inference.plan.PredictionPlan` and report each input.
+
+The library behind ``clip2depth predict``; the command parses flags, plans, and prints the report::
+
+    from clip2depth import create_model
+    from clip2depth.inference.camera import CameraSpec
+    from clip2depth.inference.outputs import OutputOptions
+    from clip2depth.inference.run import predict_paths
+
+    model = create_model("runs/nyu/best", device="cuda")
+    outputs = OutputOptions(formats=("png16", "ply"), camera=CameraSpec(fov_deg=70))
+    report = predict_paths(model, ["photos/", "clip.mp4"], out_dir="depth", outputs=outputs)
+    for path, reason in report.failed:
+        print(f"{path}: {reason}")
+
+A bad input never ends the run, nor does a batch that runs out of memory: each input gets one
+:class:`~clip2depth.inference.plan.InputRecord` (done, skipped, failed or out of memory) and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from clip2depth.errors import Clip2DepthError, ConfigError, DataError, is_out_of_memory
+from clip2depth.inference.camera import image_camera
+from clip2depth.inference.outputs import OutputOptions, frames_dir, video_path, write_depth_files
+from clip2depth.inference.plan import InputRecord, Job, PredictionPlan, PredictReport, plan_predictions
+from clip2depth.inference.pointcloud import valid_mask
+from clip2depth.io.colour import colorize_depth, depth_range
+from clip2depth.io.images import load_image
+from clip2depth.io.progress import progress as progress_bar
+from clip2depth.io.video import VideoWriter, iter_video_frames, video_info
+from clip2depth.models.infer import PRECISIONS, image_tensor, model_device, network_size, predict_batch, size_batches
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIDE = 1600
+"""Longest side in pixels above which users' images are predicted downscaled (outputs stay full size)."""
+
+DEFAULT_BATCH_SIZE = 4
+"""Images (or video frames) of one size predicted together."""
+
+DEFAULT_VIDEO_FPS = 30.0
+"""Frame rate of the depth video when the input video does not state one."""
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How inputs are predicted; checked when built.
+
+    Attributes:
+        batch_size: images of the same size (or consecutive video frames) predicted together.
+        max_side: longer images are predicted downscaled to this longest side, with a warning;
+            outputs stay at the original size. None: no limit.
+        flip_tta: average with the prediction on the horizontally flipped image.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; see :func:`clip2depth.models.infer.predict_depth`).
+
+    Raises:
+        ConfigError: a value out of range; the message names the field (``batch_size=0``).
+    """
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_side: int | None = DEFAULT_MAX_SIDE
+    flip_tta: bool = False
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size} must be at least 1", params=("batch_size",))
+        if self.max_side is not None and self.max_side < 1:
+            raise ConfigError(f"max_side={self.max_side} must be a positive number of pixels (or None for no "
+                              "limit)", params=("max_side",))  # fmt: skip
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}",
+                              params=("precision",))
+
+
+def predict_paths(
+    model: nn.Module,
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    out_dir: str | os.PathLike[str],
+    outputs: OutputOptions | None = None,
+    options: PredictOptions | None = None,
+    skip_existing: bool = False,
+    progress: bool = True,
+) -> PredictReport:
+    """:func:`~clip2depth.inference.plan.plan_predictions`, then :func:`run_plan`: files, folders, glob
+    patterns and videos in, the ``outputs`` in ``out_dir`` (replacing existing ones unless ``skip_existing``)."""
+    plan = plan_predictions(inputs, out_dir, outputs, skip_existing=skip_existing)
+    return run_plan(model, plan, options, progress=progress)
+
+
+def run_plan(
+    model: nn.Module, plan: PredictionPlan, options: PredictOptions | None = None, *, progress: bool = True
+) -> PredictReport:
+    """Predict the plan's jobs and write their outputs.
+
+    Images are read as a viewer shows them (:func:`clip2depth.io.images.load_image`: EXIF orientation,
+    grayscale, alpha, 16-bit, palette) and streamed: at most ``4 × batch_size`` are held in memory,
+    and images of the same size are predicted together (:func:`clip2depth.models.infer.size_batches`).
+    Videos are predicted frame by frame, ``batch_size`` frames at a time.
+
+    Args:
+        model: the depth model (on the device to use): anything :func:`~clip2depth.models.infer.predict_depth`
+            runs, e.g. a :class:`~clip2depth.models.model.Clip2Depth`.
+        progress: show a progress bar on stderr (when it is a terminal; see :mod:`clip2depth.io.progress`).
+    """
+    run = _Run(model, plan.outputs, options or PredictOptions())
+    run.records += [InputRecord(r.index, r.input, "failed", error=r.reason) for r in plan.refused]
+    run.records += [InputRecord(job.index, str(job.path), "skipped") for job in plan.skipped]
+    with ExitStack() as stack:
+        run.bar = stack.enter_context(progress_bar(total=len(plan.jobs), enabled=progress, desc="predict",
+                                                   unit="file"))  # fmt: skip
+        if not run.bar.disable:
+            stack.enter_context(logging_redirect_tqdm())
+        for batch in size_batches(run.load(j for j in plan.jobs if not j.is_video), size=lambda item: item.rgb.shape,
+                                  batch_size=run.options.batch_size):  # fmt: skip
+            run.predict_images(batch)
+        for job in plan.jobs:
+            if job.is_video:
+                run.video(job)
+    return PredictReport(plan.matched, sorted(run.records, key=lambda r: r.index))
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    job: Job
+    rgb: np.ndarray  # H×W×3 uint8, as displayed
+    seconds: float  # reading it
+
+
+class _DepthStats:
+    """Running min / max and the medians of a stream of depth maps (metres, valid pixels only)."""
+
+    def __init__(self) -> None:
+        self.low, self.high, self.medians = math.inf, -math.inf, []
+
+    def add(self, depth: np.ndarray) -> None:
+        valid = depth[valid_mask(depth)]
+        if valid.size:
+            self.low, self.high = min(self.low, float(valid.min())), max(self.high, float(valid.max()))
+            self.medians.append(float(np.median(valid)))
+
+    def fields(self) -> dict[str, float | None]:
+        if not self.medians:
+            return {"depth_min": None, "depth_median": None, "depth_max": None}
+        return {"depth_min": self.low, "depth_median": float(np.median(self.medians)), "depth_max": self.high}
+
+
+def _reason(path: Path, exc: BaseException) -> str:
+    """The exception's message without the leading ``"<path>: "`` (the record already names the input)."""
+    message, prefix = str(exc), f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+class _Run:
+    """One :func:`run_plan` call: the records so far, in completion order."""
+
+    def __init__(self, model: nn.Module, outputs: OutputOptions, options: PredictOptions) -> None:
+        self.model, self.outputs, self.options = model, outputs, options
+        self.records: list[InputRecord] = []
+        self.bar: Any = None
+
+    def record(self, job: Job, status: str, **fields: Any) -> None:
+        if status != "done":
+            logger.debug("%s %s: %s", job.path, status, fields.get("error"))  # the report lists them
+        self.records.append(InputRecord(job.index, str(job.path), status, **fields))
+        self.bar.update(1)
+
+    def _warn_if_large(self, path: Path, height: int, width: int) -> None:
+        max_side = self.options.max_side
+        if max_side is not None and max(height, width) > max_side:
+            net_h, net_w = network_size(height, width, self.model.patch_size, max_side=max_side)
+            logger.warning("%s: %d×%d is larger than the maximum side %d; predicting at %d×%d, outputs at full "
+                           "size", path, width, height, max_side, net_w, net_h)  # fmt: skip
+
+    def _infer(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        o = self.options
+        return predict_batch(self.model, [image_tensor(rgb) for rgb in images], max_side=o.max_side,
+                             flip_tta=o.flip_tta, precision=o.precision)  # fmt: skip
+
+    def _out_of_memory(self, count: int, what: str, height: int, width: int) -> str:
+        if model_device(self.model).type == "cuda":  # hand the failed batch's blocks back for the next one
+            torch.cuda.empty_cache()
+        o = self.options
+        return (f"out of memory predicting {count} {what}(s) of {width}×{height} "
+                f"(batch_size={o.batch_size}, max_side={o.max_side})")  # fmt: skip
+
+    # ------------------------------------------------------------------ images
+
+    def load(self, jobs: Iterator[Job]) -> Iterator[_Loaded]:
+        for job in jobs:
+            start = time.perf_counter()
+            try:
+                rgb = load_image(job.path)
+            except DataError as exc:
+                self.record(job, "failed", error=_reason(job.path, exc))
+                continue
+            self._warn_if_large(job.path, *rgb.shape[:2])
+            yield _Loaded(job, rgb, time.perf_counter() - start)
+
+    def predict_images(self, batch: list[_Loaded]) -> None:
+        """Predict one same-size batch and write each image's outputs; a batch out of memory is recorded."""
+        height, width = batch[0].rgb.shape[:2]
+        start = time.perf_counter()
+        try:
+            depths = self._infer([item.rgb for item in batch])
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            depths = None
+        if depths is None:  # outside the except clause, so the traceback's tensors are already freed
+            error = self._out_of_memory(len(batch), "image", height, width)
+            for item in batch:
+                self.record(item.job, "out_of_memory", height=height, width=width, error=error)
+            return
+        shared = (time.perf_counter() - start) / len(batch)
+        for item, depth in zip(batch, depths, strict=True):
+            start = time.perf_counter()
+            stats = _DepthStats()
+            stats.add(depth)
+            size = {"height": height, "width": width}
+            try:
+                camera = image_camera(item.job.path, width, height, self.outputs.camera) \
+                    if "ply" in self.outputs.formats else None
+                if camera is not None and camera.from_exif:
+                    logger.info("%s: point cloud from the %s", item.job.path, camera.source)
+                written = write_depth_files(item.job.base, item.rgb, depth, self.outputs, camera=camera)
+            except (Clip2DepthError, OSError) as exc:
+                self.record(item.job, "failed", **size, error=f"cannot write outputs: {exc}")
+                continue
+            seconds = item.seconds + shared + time.perf_counter() - start
+            self.record(item.job, "done", outputs=tuple(written), **size, **stats.fields(), seconds=seconds)
+
+    # ------------------------------------------------------------------ videos
+
+    def video(self, job: Job) -> None:
+        """Predict a video frame by frame: a colour depth video and/or per-frame files."""
+        start = time.perf_counter()
+        try:
+            info = video_info(job.path)
+        except (Clip2DepthError, OSError) as exc:
+            self.record(job, "failed", error=_reason(job.path, exc))
+            return
+        size = {"height": info.height, "width": info.width}
+        stats = _DepthStats()
+        try:
+            written = self._video(job, info, stats)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                if not isinstance(exc, (Clip2DepthError, OSError)):
+                    raise
+                self.record(job, "failed", **size, error=_reason(job.path, exc))
+                return
+            written = None
+        if written is None:  # outside the except clause, as for images
+            error = self._out_of_memory(self.options.batch_size, "frame", info.height, info.width)
+            self.record(job, "out_of_memory", **size, error=error)
+            return
+        self.record(job, "done", outputs=tuple(written), **size, **stats.fields(), seconds=time.perf_counter() - start)
+
+    def _video(self, job: Job, info: Any, stats: _DepthStats) -> list[Path]:
+        outputs = self.outputs
+        fps = info.fps
+        if not fps:
+            logger.warning("%s: no frame rate stated; writing the depth video at %g fps", job.path, DEFAULT_VIDEO_FPS)
+            fps = DEFAULT_VIDEO_FPS
+        self._warn_if_large(job.path, info.height, info.width)
+        written: list[Path] = []
+        writer: VideoWriter | None = None
+        colour_range: tuple[float, float] | None = None
+        count = 0
+        with ExitStack() as stack:
+            frame_bar = stack.enter_context(progress_bar(total=info.frame_count, enabled=not self.bar.disable,
+                                                         desc=job.path.name, unit="frame", leave=False,
+                                                         position=1))  # fmt: skip
+            frames = size_batches(iter_video_frames(job.path), size=np.shape, batch_size=self.options.batch_size,
+                                  in_order=True)  # fmt: skip
+            for batch in frames:
+                depths = self._infer(batch)
+                if colour_range is None:  # one scale for the whole video, so a colour means one depth
+                    lo, hi = depth_range(np.concatenate(depths))
+                    colour_range = (lo if outputs.vmin is None else outputs.vmin,
+                                    hi if outputs.vmax is None else outputs.vmax)  # fmt: skip
+                for rgb, depth in zip(batch, depths, strict=True):
+                    stats.add(depth)
+                    if outputs.frame_formats:
+                        written += write_depth_files(frames_dir(job.base) / f"{count:06d}", rgb, depth, outputs,
+                                                     outputs.frame_formats)  # fmt: skip
+                    if "color" in outputs.formats:
+                        colour = colorize_depth(depth, cmap=outputs.cmap, vmin=colour_range[0], vmax=colour_range[1],
+                                                colorbar=outputs.colorbar)  # fmt: skip
+                        if writer is None:
+                            writer = stack.enter_context(VideoWriter(video_path(job.base), fps=fps,
+                                                                     size=(colour.shape[1], colour.shape[0])))
+                        writer.write(colour)
+                    count += 1
+                frame_bar.update(len(batch))
+        if writer is not None:
+            written.append(video_path(job.base))
+        logger.debug("%s: %d frames", job.path, count)
+        return written
