@@ -37,9 +37,9 @@ from pathlib import Path
 import open_clip
 import torch
 
-from clip2depth.models.model import Clip2Depth
 from clip2depth.models.clip_backbone import build_clip, register_clip_configs, resolve_quick_gelu
 from clip2depth.models.config import load_preset
+from clip2depth.models.model import Clip2Depth
 from clip2depth.models.profiling import count_flops, count_parameters
 from clip2depth.models.timm_image_encoder import TimmImageEncoder
 

@@ -19,9 +19,9 @@ from torch import nn
 import clip2depth
 from clip2depth.analysis.ablation import variant_overrides
 from clip2depth.errors import ConfigError
-from clip2depth.models.model import Clip2Depth
 from clip2depth.models.clip_backbone import ClipBundle, build_clip, register_clip_configs
 from clip2depth.models.config import load_preset
+from clip2depth.models.model import Clip2Depth
 from clip2depth.models.text_towers import SequenceLayout, text_tower_of
 
 FAMILIES = ["tiny", "tiny-sigmoid", "tiny-eva", "tiny-mobileclip", "tiny-convnext"]

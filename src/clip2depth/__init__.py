@@ -28,9 +28,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from clip2depth.models.model import Clip2Depth
     from clip2depth.models.config import ModelConfig, list_models, load_preset
     from clip2depth.models.factory import create_model
+    from clip2depth.models.model import Clip2Depth
 
 __all__ = [
     "CheckpointError",

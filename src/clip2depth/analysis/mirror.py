@@ -33,9 +33,9 @@ from clip2depth.errors import ConfigError
 from clip2depth.io.atomic import atomic_path
 from clip2depth.io.colour import colorize_depth
 from clip2depth.models.checkpoint import is_model_dir, load_trained_state, read_model_dir
-from clip2depth.models.model import Clip2Depth
 from clip2depth.models.config import PAPER_PROMPT
 from clip2depth.models.infer import predict_depth
+from clip2depth.models.model import Clip2Depth
 
 logger = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from torch import nn
 
 from clip2depth.errors import Clip2DepthError, ConfigError
 from clip2depth.io.atomic import atomic_path
-from clip2depth.models.model import Clip2Depth
 from clip2depth.models.infer import plain_attention
+from clip2depth.models.model import Clip2Depth
 
 logger = logging.getLogger(__name__)
 

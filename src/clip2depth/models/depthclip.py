@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip2depth.errors import ConfigError
-from clip2depth.models.model import Clip2Depth
 from clip2depth.models.clip_backbone import build_clip
+from clip2depth.models.model import Clip2Depth
 
 NORMALIZATIONS = ("imagenet", "clip")
 # channel_subsample: the authors' choice (see the module docstring). attnpool_value: the attention

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from clip2depth.errors import ConfigError
-from clip2depth.models.model import Clip2Depth
 from clip2depth.models.depthclip import DepthCLIP, build_depthclip
+from clip2depth.models.model import Clip2Depth
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from clip2depth.models.model import Clip2Depth
 from clip2depth.models.infer import plain_attention
+from clip2depth.models.model import Clip2Depth
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:
