@@ -32,6 +32,7 @@ from typing import Any
 from clip2depth.errors import ConfigError
 from clip2depth.evaluation.metrics import METRIC_KEYS, lower_is_better
 from clip2depth.io.atomic import atomic_path, atomic_write_json, read_json_object
+from clip2depth.io.figures import figure, save_png
 from clip2depth.models.checkpoint import is_model_dir, read_model_dir
 from clip2depth.models.config import PROMPT_MODES, list_models, load_preset
 from clip2depth.training.config import Recipe, read_recipe_file
@@ -377,12 +378,8 @@ def write_report(results: list[VariantResult], out_dir: str | Path, recipe: Reci
 
 def plot_ablation(results: list[VariantResult], path: str | Path) -> None:
     """Horizontal bars of AbsRel (lower is better) and δ1 (higher is better) per variant."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     names = [r.name for r in results]
-    fig = Figure(figsize=(9, 0.45 * len(names) + 1.2), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure(9, 0.45 * len(names) + 1.2)
     axes = fig.subplots(1, 2, sharey=True)
     for ax, key, title in ((axes[0], "abs_rel", "AbsRel (lower is better)"), (axes[1], "d1", "δ1 (higher is better)")):
         values = [r.metrics.get(key, math.nan) for r in results]
@@ -392,6 +389,4 @@ def plot_ablation(results: list[VariantResult], path: str | Path) -> None:
         ax.margins(x=0.2)
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0].invert_yaxis()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(fig, path)

@@ -21,8 +21,8 @@ from torch import nn
 
 from clip2depth.errors import DataError
 from clip2depth.evaluation.metrics import compute_metrics
-from clip2depth.io.atomic import atomic_path
 from clip2depth.io.depth import read_depth_file
+from clip2depth.io.figures import figure, save_png
 from clip2depth.io.images import load_image
 from clip2depth.io.inputs import expand_inputs, is_image_path
 from clip2depth.models.infer import predict_batch, size_batches
@@ -272,14 +272,11 @@ def analyse_sequence(
 
 def plot_temporal(result: dict[str, Any], path: str | Path, *, title: str = "") -> None:
     """Per-frame metrics as a PNG: flicker (and the ground truth's), then AbsRel and scale when known."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     rows = result["per_frame"]
     has_gt = any("abs_rel" in r for r in rows)
-    fig = Figure(figsize=(7, 5.5 if has_gt else 3), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure(7, 5.5 if has_gt else 3)
     axes = fig.subplots(3 if has_gt else 1, 1, sharex=True, squeeze=False)[:, 0]
     pairs = [r for r in rows if "flicker" in r]
     axes[0].plot([r["frame"] for r in pairs], [r["flicker"] for r in pairs], marker=".", label="prediction flicker")
@@ -299,6 +296,4 @@ def plot_temporal(result: dict[str, Any], path: str | Path, *, title: str = "") 
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         axes[0].set_title(title, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(fig, path)
