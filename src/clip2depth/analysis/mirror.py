@@ -34,7 +34,7 @@ from clip2depth.io.colour import colorize_depth
 from clip2depth.io.figures import figure, save_png
 from clip2depth.models.checkpoint import is_model_dir, load_trained_state, read_model_dir
 from clip2depth.models.config import PAPER_PROMPT
-from clip2depth.models.infer import predict_depth
+from clip2depth.models.infer import image_tensor, predict_depth
 from clip2depth.models.model import Clip2Depth
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,7 @@ def conditioning_maps(model: Clip2Depth, images: Sequence[np.ndarray], *, refere
     q_ref = reference_query(model, reference)
     out = []
     for image in images:
-        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
-        depth, ref = _depth_with_query(model, tensor, [q, q_ref])
+        depth, ref = _depth_with_query(model, image_tensor(image), [q, q_ref])
         delta = np.abs(np.log(depth) - np.log(ref))
         out.append({"depth": depth, "reference_depth": ref, "delta": delta,
                     "mean_delta": float(delta.mean()), "p95_delta": float(np.percentile(delta, 95))})

@@ -25,7 +25,7 @@ from clip2depth.io.depth import read_depth_file
 from clip2depth.io.figures import figure, save_png
 from clip2depth.io.images import load_image
 from clip2depth.io.inputs import expand_inputs, is_image_path
-from clip2depth.models.infer import predict_batch, size_batches
+from clip2depth.models.infer import image_tensor, predict_batch, size_batches
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +87,6 @@ def depth_reader(depth_dir: str | Path, *, depth_scale: float = 1000.0) -> Calla
 # ------------------------------------------------------------------------------------------ metrics
 
 
-def _as_unit_rgb(frame: np.ndarray) -> np.ndarray:
-    return frame.astype(np.float32) / 255.0 if frame.dtype == np.uint8 else np.asarray(frame, dtype=np.float32)
-
-
 def _mean_abs_log_change(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.mean(np.abs(np.log(a[mask]) - np.log(b[mask])))) if mask.any() else math.nan
 
@@ -141,7 +137,7 @@ class TemporalAccumulator:
 
     def add(self, frame: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None, *, name: str = "") -> None:
         """Add the next frame (H×W×3 RGB, uint8 or [0, 1]), its prediction and optional ground truth (H×W m)."""
-        rgb = _as_unit_rgb(frame)
+        rgb = image_tensor(frame).permute(1, 2, 0).numpy()  # the pixels the model saw
         pred = np.clip(np.nan_to_num(np.asarray(pred, dtype=np.float64), nan=self.min_depth, posinf=self.max_depth),
                        self.min_depth, self.max_depth)
         label = name or f"frame {len(self.per_frame)}"
@@ -236,8 +232,7 @@ def predict_frames(model: nn.Module, frames: Iterable[Frame], *, batch_size: int
     model.eval()
     batches = size_batches(frames, size=lambda item: item[1].shape, batch_size=batch_size, in_order=True)
     for batch in batches:
-        tensors = [torch.from_numpy(_as_unit_rgb(f)).permute(2, 0, 1) for _, f in batch]
-        depths = predict_batch(model, tensors, max_side=max_side, precision=precision)
+        depths = predict_batch(model, [image_tensor(f) for _, f in batch], max_side=max_side, precision=precision)
         for (name, frame), depth in zip(batch, depths, strict=True):
             yield name, frame, depth
 

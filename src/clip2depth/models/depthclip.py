@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip2depth.errors import ConfigError
+from clip2depth.models.base import DepthModel
 from clip2depth.models.clip_backbone import build_clip
-from clip2depth.models.model import Clip2Depth
 
 NORMALIZATIONS = ("imagenet", "clip")
 # channel_subsample: the authors' choice (see the module docstring). attnpool_value: the attention
@@ -106,14 +106,12 @@ class DepthCLIPConfig:
         return dataclasses.replace(self, **overrides)
 
 
-class DepthCLIP(nn.Module):
-    """Zero-shot metric depth from a frozen CLIP ResNet; same user interface as :class:`Clip2Depth`.
+class DepthCLIP(DepthModel):
+    """Zero-shot metric depth from a frozen CLIP ResNet; ``infer`` / ``infer_batch`` as for every depth model.
 
     Nothing is trainable: every CLIP module stays in eval mode and runs without autograd. The text
     features depend only on the config: they are computed once, on first use, and then cached.
     """
-
-    patch_size = 32  # the ResNet's output stride
 
     def __init__(
         self,
@@ -144,8 +142,8 @@ class DepthCLIP(nn.Module):
         self._text_cache: torch.Tensor | None = None
 
     @property
-    def device(self) -> torch.device:
-        return self.mean.device
+    def patch_size(self) -> int:
+        return 32  # the ResNet's output stride
 
     @property
     def max_depth(self) -> float:
@@ -240,9 +238,6 @@ class DepthCLIP(nn.Module):
         # resolution equals their averaging at H/32×W/32.
         return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
 
-    # Shared with Clip2Depth: they only need device, patch_size, train/eval and forward.
-    infer_batch = Clip2Depth.infer_batch
-    infer = Clip2Depth.infer
 
 
 def build_depthclip(
