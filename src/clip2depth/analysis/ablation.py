@@ -58,14 +58,14 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
 TEMPORAL_KEYS: tuple[str, ...] = ("flicker", "change_error", "scale_drift")
 """Columns added by ``temporal_frames`` (see :func:`clip2depth.evaluation.temporal.temporal_metrics`)."""
 
-# Recipe fields that cannot change the trained weights: a run differing only in these is reused.
 BACKBONE_FIELDS: tuple[str, ...] = (
     "clip_model", "clip_pretrained", "clip_quick_gelu", "blocks", "decoder_stride", "head_strides", "mirror_length",
 )
 """What ``backbone=PRESET`` takes from the preset: the CLIP, its feature levels, and the mirror length its
 text context allows."""
 
-_NEUTRAL_KEYS = {"train": ("num_workers", "log_every", "tensorboard", "time_limit_s")}
+# Train fields that cannot change the trained weights: a run differing only in these is reused.
+_NEUTRAL_TRAIN_KEYS = ("num_workers", "log_every", "tensorboard", "time_limit_s")
 _MARKER = "ablation_run.json"
 
 
@@ -113,9 +113,8 @@ def resolved_model_config(recipe: Recipe) -> dict[str, Any] | None:
 
 def _comparable(recipe: Recipe) -> dict[str, Any]:
     plain = recipe.to_dict()
-    for section, keys in _NEUTRAL_KEYS.items():
-        for key in keys:
-            plain[section].pop(key, None)
+    for key in _NEUTRAL_TRAIN_KEYS:
+        plain["train"].pop(key, None)
     return plain
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from clip2depth.errors import CheckpointError, ConfigError
+from clip2depth.models.hub import HF_PREFIX, require_huggingface_hub
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ class ClipBundle:
     tokenizer_name: str
 
 
-HF_PREFIX = "hf-hub:"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _HOW_TO_GET_SAFETENSORS = (
@@ -128,12 +128,9 @@ def _read_folder_config(folder: Path) -> dict[str, Any]:
 
 def _hub_config(repo: str) -> dict[str, Any]:
     """The ``open_clip_config.json`` of ``hf-hub:repo`` (downloaded into the Hub cache)."""
+    hub = require_huggingface_hub(f"{HF_PREFIX}{repo}")
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
-        raise ConfigError(f"{HF_PREFIX}{repo} needs huggingface_hub: pip install 'clip2depth[hub]'") from exc
-    try:
-        config = json.loads(Path(hf_hub_download(repo_id=repo, filename=OPEN_CLIP_CONFIG)).read_text())
+        config = json.loads(Path(hub.hf_hub_download(repo_id=repo, filename=OPEN_CLIP_CONFIG)).read_text())
     except Exception as exc:  # offline, missing repo, authentication: the hub raises many types
         raise CheckpointError(f"could not read {OPEN_CLIP_CONFIG} of {HF_PREFIX}{repo}: {exc}") from exc
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
@@ -147,7 +144,7 @@ def _is_cached(cfg: dict[str, Any]) -> bool:
         return True
     url, hf_hub = cfg.get("url", ""), cfg.get("hf_hub", "")
     if hf_hub:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # open_clip's own dependency: always there
 
         repo, filename = os.path.split(hf_hub)
         names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
@@ -284,8 +281,7 @@ def _hub_endpoint() -> str:
 
 def _hub_config_or_offline(repo: str) -> dict[str, Any]:
     """The hub repository's open_clip config, failing at once when it is not cached and the hub is away."""
-    from huggingface_hub import try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(repo, OPEN_CLIP_CONFIG), str):
+    hub = require_huggingface_hub(f"{HF_PREFIX}{repo}")
+    if not isinstance(hub.try_to_load_from_cache(repo, OPEN_CLIP_CONFIG), str):
         _require_download(f"CLIP weights {HF_PREFIX}{repo}", urlparse(_hub_endpoint()).hostname or "huggingface.co")
     return _hub_config(repo)

@@ -33,6 +33,8 @@ from clip2depth.errors import ConfigError
 from clip2depth.models.base import DepthModel
 from clip2depth.models.clip_backbone import build_clip
 
+DEPTHCLIP_RN50 = "depthclip-rn50"
+"""The name ``create_model`` builds DepthCLIP under (its authors' RN50 settings)."""
 NORMALIZATIONS = ("imagenet", "clip")
 # channel_subsample: the authors' choice (see the module docstring). attnpool_value: the attention
 # pool's value and output projections applied per patch (MaskCLIP's dense CLIP features).

@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 HF_PREFIX = "hf-hub:"
 
 
-def _huggingface_hub(what: str) -> ModuleType:
+def require_huggingface_hub(what: str) -> ModuleType:
+    """The ``huggingface_hub`` module, or one :class:`ConfigError` saying that ``what`` needs the ``hub`` extra."""
     try:
         import huggingface_hub
     except ImportError as exc:
@@ -29,7 +30,7 @@ def _huggingface_hub(what: str) -> ModuleType:
 def download_model_dir(name: str) -> str:
     """Download ``hf-hub:org/name[@revision]`` (config + weights only) and return the local folder."""
     repo, _, revision = name[len(HF_PREFIX):].partition("@")
-    hub = _huggingface_hub(name)
+    hub = require_huggingface_hub(name)
     try:
         path = hub.snapshot_download(
             repo_id=repo, revision=revision or None, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]
@@ -56,7 +57,7 @@ def upload_model_dir(
     """
     if not is_model_dir(directory) or not (Path(directory) / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{directory} is not a saved clip2depth model ({CONFIG_NAME} + {WEIGHTS_NAME})")
-    hub = _huggingface_hub("push_to_hub")
+    hub = require_huggingface_hub("push_to_hub")
     api = hub.HfApi(token=token)
     try:
         api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
