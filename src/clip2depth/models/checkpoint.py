@@ -83,22 +83,48 @@ def save_pretrained(model: CheckpointModel, directory: str | Path, extra: dict[s
 
 
 def read_model_dir(directory: str | Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a trained-model directory."""
+    """The parsed ``config.json`` of a trained-model directory, its envelope checked.
+
+    Raises:
+        CheckpointError: the file is missing, not JSON, not an object, not a clip2depth config, of a format
+            version that is not an integer or newer than this package, or with a ``clip`` entry that is
+            not an object or a ``weights_sha256`` that is not a string.
+    """
     path = Path(directory) / CONFIG_NAME
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise CheckpointError(f"{directory} is not a clip2depth model directory: {CONFIG_NAME} is missing") from exc
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} is unreadable or not valid JSON ({exc}); re-save the model") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{path} holds a JSON {_json_type(data)}, not the object save_pretrained writes; re-save the model"
+        )
     if data.get("format") != FORMAT or "model" not in data:
         raise CheckpointError(f"{path} is not a clip2depth config (no 'format': '{FORMAT}' / 'model' entry)")
-    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(
-            f"{path} has format version {data['format_version']}, newer than this clip2depth "
-            f"understands ({FORMAT_VERSION}); upgrade clip2depth"
+            f"{path}: 'format_version' is {version!r}, expected a whole number such as {FORMAT_VERSION}; "
+            "fix the file or re-save the model"
         )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {version}, newer than this clip2depth understands ({FORMAT_VERSION}); "
+            "upgrade clip2depth"
+        )
+    for key, kind, expected in (("clip", dict, "an object"), ("weights_sha256", str, "a string")):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise CheckpointError(
+                f"{path}: '{key}' is {data[key]!r}, expected {expected}; fix the file or re-save the model"
+            )
     return data
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "list", str: "string", bool: "true/false value", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def load_trained_state(model: CheckpointModel, directory: str | Path, expected_sha256: str | None) -> None:

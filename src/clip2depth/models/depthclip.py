@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +31,7 @@ from torch import nn
 from clip2depth.errors import ConfigError
 from clip2depth.models.base import DepthModel
 from clip2depth.models.clip_backbone import build_clip
+from clip2depth.models.text_towers import load_tokenizer
 
 DEPTHCLIP_RN50 = "depthclip-rn50"
 """The name ``create_model`` builds DepthCLIP under (its authors' RN50 settings)."""
@@ -134,7 +134,7 @@ class DepthCLIP(DepthModel):
         self.config = config
         self.clip_weights = clip_weights
         self.clip = clip.requires_grad_(False).eval()
-        self.tokenizer = open_clip.get_tokenizer(tokenizer_name)
+        self.tokenizer = load_tokenizer(tokenizer_name, purpose="DepthCLIP's prompts")
         imagenet = config.normalization == "imagenet"
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (tuple(clip_mean), tuple(clip_std))
         device = next(clip.parameters()).device
