@@ -1,4 +1,4 @@
-"""Trained-model directories: ``config.json`` + ``model.safetensors`` (mirror + decoder only).
+"""Trained-model directories: ``config.json`` + ``model.safetensors`` (mirror + decoder only) + ``README.md``.
 
 Loading is strict: the file's checksum, the CLIP it was made for, the set of tensor names and every
 shape must match, or one :class:`CheckpointError` says what differs. Nothing here unpickles.
@@ -20,8 +20,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from clip2depth.errors import CheckpointError
-from clip2depth.io.atomic import atomic_path, atomic_write_json
+from clip2depth.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from clip2depth.io.digest import file_digest
+from clip2depth.models.card import CARD_NAME, Validation, model_card
 from clip2depth.models.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -60,16 +61,30 @@ def save_state(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, s
     return digest
 
 
-def save_pretrained(model: CheckpointModel, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
-    """Write a directory that :func:`clip2depth.create_model` loads.
+def save_pretrained(
+    model: CheckpointModel,
+    directory: str | Path,
+    extra: dict[str, Any] | None = None,
+    *,
+    recipe: dict[str, Any] | None = None,
+    validation: Validation | None = None,
+    repo_id: str | None = None,
+) -> None:
+    """Write a directory that :func:`clip2depth.create_model` loads, with its model card.
 
-    The weights go first and the config (which records their checksum) last, each atomically, so an
-    interrupted save never leaves a config pointing at a different weights file unnoticed.
+    The weights go first, then ``README.md`` (:func:`~clip2depth.models.card.model_card`, from ``recipe``,
+    ``validation`` and ``repo_id`` where known), and the config (which records the weights' checksum)
+    last, each atomically, so an interrupted save never leaves a config pointing at a different weights
+    file unnoticed.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "clip_model": model.config.clip_model}
     digest = save_state(model.trainable_state_dict(), directory / WEIGHTS_NAME, metadata)
+    trainable = sum(p.numel() for _, p in model.named_parameters() if p.requires_grad)
+    card = model_card(model.config, clip_weights=model.clip_weights, trainable_parameters=trainable, recipe=recipe,
+                      validation=validation, repo_id=repo_id)
+    atomic_write_bytes(directory / CARD_NAME, card.encode("utf-8"))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -13,6 +13,7 @@ from torch import nn
 from clip2depth.errors import CheckpointError, ConfigError
 from clip2depth.models import checkpoint
 from clip2depth.models.base import DepthModel
+from clip2depth.models.card import Validation
 from clip2depth.models.clip_backbone import ClipBundle, build_clip
 from clip2depth.models.config import ModelConfig, list_models, load_preset
 from clip2depth.models.decoder import FiLMDepthDecoder, default_head_strides
@@ -205,21 +206,28 @@ class Clip2Depth(DepthModel):
             "query_dim": self.prompt_encoder.query_dim,
         }
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (trained parts only) into ``directory``."""
-        checkpoint.save_pretrained(self, directory)
+    def save_pretrained(
+        self, directory: str | Path, *, recipe: dict[str, Any] | None = None, validation: Validation | None = None
+    ) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (trained parts only) + the model card ``README.md``.
+
+        ``recipe`` (the resolved training recipe) and ``validation`` (metrics measured after some step) go
+        into the card; a training run passes both.
+        """
+        checkpoint.save_pretrained(self, directory, recipe=recipe, validation=validation)
 
     def push_to_hub(
         self, repo_id: str, *, private: bool = False, token: str | None = None,
         commit_message: str = "Upload clip2depth model",
     ) -> str:
-        """Save the trained parts and upload them to the Hugging Face Hub repository ``repo_id``.
+        """Save the trained parts and a model card, and upload them to the Hugging Face Hub repository ``repo_id``.
 
         Load it back with ``Clip2Depth.from_pretrained("hf-hub:" + repo_id)``. Needs the ``hub`` extra.
-        Returns the URL of the commit.
+        Returns the URL of the commit. A training run's ``best/`` already holds a card with its recipe and
+        metrics: upload that folder as it is with :func:`clip2depth.models.hub.upload_model_dir`.
         """
         with tempfile.TemporaryDirectory(prefix="clip2depth-push-") as tmp:
-            self.save_pretrained(tmp)
+            checkpoint.save_pretrained(self, tmp, repo_id=repo_id)
             return upload_model_dir(tmp, repo_id, private=private, token=token, commit_message=commit_message)
 
 
