@@ -9,6 +9,7 @@ tower inside a plain ``CLIP``.
 
 from __future__ import annotations
 
+import sys
 import types
 
 import open_clip
@@ -273,3 +274,12 @@ def test_random_weights_warning_names_a_tag_the_clip_really_has():
         advice = _how_to_pass_weights(config.clip_model, config.clip_pretrained)
         tags = open_clip.list_pretrained_tags_by_model(config.clip_model)
         assert (f"pretrained={config.clip_pretrained!r}" in advice) if config.clip_pretrained else not tags, name
+
+
+@pytest.mark.slow
+def test_real_siglip2_preset_builds_without_transformers(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    model = clip2depth.create_model("clip2depth-siglip2-b-16")  # the full ViT-B-16-SigLIP2, random weights
+    enc = model.prompt_encoder
+    assert enc.prefix_ids.tolist() == [] and enc.suffix_ids.tolist() == [1] + [0] * 3  # 60 rows, EOS, padding
+    assert enc.pooled_index == 63 and enc.compute_query().shape == (1, 768)
