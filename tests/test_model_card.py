@@ -46,7 +46,7 @@ def test_saved_model_has_a_card_with_hub_metadata(tiny_model, tmp_path):
         "trainable_parameters": trainable, "max_depth_m": 10.0,
     }
     assert f"{trainable:,} parameters" in body and "8-row mirror" in body
-    assert "Not recorded" in body and "None recorded" in body
+    assert "Not recorded" in body and "None recorded" in body and "random (seeded) weights" in body
     assert 'create_model("path/to/this/folder")' in body
     assert 'torch.hub.load("path/to/clip2depth", "clip2depth", "path/to/this/folder", source="local")' in body
 
@@ -74,6 +74,7 @@ def test_every_preset_tag_names_the_repository_open_clip_downloads_from():
         card = model_card(config, clip_weights=config.clip_pretrained, trainable_parameters=1)
         front, body = _parse(card)
         assert front["base_model"] == hub.strip("/") and f"`{config.clip_pretrained}`" in body, name
+        assert "open_clip fetches them on first use" in body
 
 
 def test_card_states_the_recipe_and_metrics_it_is_given():

@@ -135,7 +135,8 @@ def _body(config: ModelConfig, clip_weights: str | None, trainable: int, recipe:
         f'model = torch.hub.load("path/to/clip2depth", "clip2depth", "{source}", source="local")',
         "```",
         "",
-        "The model's `config.json` names the CLIP weights; open_clip fetches them on first use.",
+        ("The model's `config.json` names the CLIP weights; open_clip fetches them on first use." if clip_weights
+         else "Its CLIP has random (seeded) weights, so its depth only means something on the data it was trained on."),
         "",
         "## Training recipe",
         "",
