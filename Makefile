@@ -26,7 +26,7 @@ chromium:
 		|| echo "Chromium not installed: tests/test_app_browser.py will be skipped (apt-get install chromium as root)"
 
 lint: $(BIN)/clip2depth
-	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools hubconf.py
 
 bench: $(BIN)/clip2depth
 	$(BIN)/python benchmarks/speed.py --batches 1  # add 8 for the full table (~20 min on 2 cores)

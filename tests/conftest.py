@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 import torch
@@ -32,6 +33,29 @@ def fresh_tiny():
     """A tiny model a test may modify."""
     torch.manual_seed(0)
     return clip2depth.create_model("tiny")
+
+
+@pytest.fixture()
+def siglip2_stand_in(monkeypatch):
+    """``ViT-B-16-SigLIP2`` shrunk for the test: its real text config (context 64, the SigLIP 2 tokenizer's
+    name, bidirectional, last-position pooling) with a tiny vocabulary and width, a 9-block timm ViT image
+    tower; the preset ``clip2depth-siglip2-b-16`` then builds in a fraction of a second. ``transformers`` is
+    made unimportable, as where the ``siglip`` extra is not installed."""
+    import open_clip
+
+    from clip2depth.models.clip_backbone import register_clip_configs
+
+    register_clip_configs()  # rescans open_clip's registry: must come before the patch
+    real = open_clip.get_model_config("ViT-B-16-SigLIP2")
+    stand_in = {
+        "embed_dim": 96, "custom_text": True, "init_logit_bias": -10,
+        "vision_cfg": {"image_size": 224, "timm_model_name": "test_vit3", "timm_model_pretrained": False,
+                       "timm_pool": "map", "timm_proj": "none"},
+        "text_cfg": {**real["text_cfg"], "vocab_size": 300, "width": 32, "heads": 2, "layers": 2},
+    }
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "ViT-B-16-SigLIP2", stand_in)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` raises ImportError
+    return stand_in
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ tower inside a plain ``CLIP``.
 
 from __future__ import annotations
 
+import sys
 import types
 
 import open_clip
@@ -237,3 +238,48 @@ def test_backbone_variant_trains_on_its_own_clip_weights_when_the_recipe_has_rea
     assert random.pretrained is None
     same_clip = variant_recipe(Recipe(model="clip2depth-vit-b-16", pretrained="openai"), {"mirror_length": 8})
     assert same_clip.pretrained == "openai"
+
+
+def test_siglip2_mirror_needs_no_tokenizer_and_is_laid_out_as_gemma_tokenizes(siglip2_stand_in):
+    model = clip2depth.create_model("clip2depth-siglip2-b-16")  # transformers is not importable here
+    enc = model.prompt_encoder
+    assert enc.prompt_tokens is None  # no prompt, so no tokenizer
+    # SigLIP 2's Gemma tokenizer: the words, end of text (1), then padding (0) to the 64-token context.
+    ids = torch.randint(3, 300, (model.config.mirror_length,), generator=torch.Generator().manual_seed(0))
+    tokens = torch.cat([ids, torch.tensor([1]), torch.zeros(64 - len(ids) - 1, dtype=torch.long)])[None]
+    with torch.no_grad():
+        enc.mirror.copy_(enc.token_embedding(ids))
+        torch.testing.assert_close(enc.compute_query(), enc.encode_tokens(tokens))
+        tokens[0, len(ids)] = 2  # any other end token gives another query
+        assert not torch.allclose(enc.compute_query(), enc.encode_tokens(tokens))
+
+
+@pytest.mark.parametrize("mode", ["language", "concat"])
+def test_siglip2_prompt_modes_need_the_tokenizer_and_name_the_extra(siglip2_stand_in, mode):
+    with pytest.raises(ConfigError, match=rf"prompt_mode '{mode}' needs the tokenizer of CLIP ViT-B-16-SigLIP2.*"
+                                          r"pip install 'clip2depth\[siglip\]'"):
+        clip2depth.create_model("clip2depth-siglip2-b-16", prompt_mode=mode)
+
+
+def test_random_weights_warning_names_a_tag_the_clip_really_has():
+    from clip2depth.models.clip_backbone import _how_to_pass_weights
+
+    assert _how_to_pass_weights("ViT-B-16-SigLIP2", "webli") == "Pass pretrained='webli' (or a local file)."
+    assert _how_to_pass_weights("ViT-B-16-SigLIP2", "openai") == "Pass pretrained='webli' (or a local file)."
+    assert "'merged2b_s8b_b131k'" in _how_to_pass_weights("EVA02-B-16", None)
+    assert "'laion2b_s34b_b88k'" in _how_to_pass_weights("ViT-B-16", "laion2b_s34b_b88k")
+    assert "no pretrained tag for clip2depth-tiny-vit" in _how_to_pass_weights("clip2depth-tiny-vit", None)
+    for name in clip2depth.list_models():
+        config = load_preset(name)
+        advice = _how_to_pass_weights(config.clip_model, config.clip_pretrained)
+        tags = open_clip.list_pretrained_tags_by_model(config.clip_model)
+        assert (f"pretrained={config.clip_pretrained!r}" in advice) if config.clip_pretrained else not tags, name
+
+
+@pytest.mark.slow
+def test_real_siglip2_preset_builds_without_transformers(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    model = clip2depth.create_model("clip2depth-siglip2-b-16")  # the full ViT-B-16-SigLIP2, random weights
+    enc = model.prompt_encoder
+    assert enc.prefix_ids.tolist() == [] and enc.suffix_ids.tolist() == [1] + [0] * 3  # 60 rows, EOS, padding
+    assert enc.pooled_index == 63 and enc.compute_query().shape == (1, 768)

@@ -24,8 +24,26 @@ def test_in_order_batches_break_at_a_size_change() -> None:
     assert [i for batch in batches for i in batch] == list(range(len(SIZES)))
 
 
-def test_memory_bound_flushes_the_oldest_pool() -> None:
-    assert _batches(batch_size=3, max_held=2) == [[0, 1], [2], [3], [4, 5], [6]]
+def test_at_most_four_batches_of_items_wait_then_the_oldest_pool_goes() -> None:
+    held: list[int] = []  # items pulled from the stream but not yet handed out in a batch
+    peak = 0
+
+    def stream():
+        nonlocal peak
+        for i in range(40):
+            held.append(i)
+            peak = max(peak, len(held))
+            yield i
+
+    batches = []
+    for batch in size_batches(stream(), size=lambda i: (i % 7,), batch_size=3):  # 7 sizes in turn: pools fill slowly
+        for i in batch:
+            held.remove(i)
+        batches.append(batch)
+
+    assert peak == 12  # 4 × batch_size
+    assert batches[:3] == [[0, 7], [1, 8], [2, 9]]  # the oldest pools go early, before they are full
+    assert sorted(i for b in batches for i in b) == list(range(40))
 
 
 def test_items_are_pulled_lazily() -> None:

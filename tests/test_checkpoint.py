@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import clip2depth
+from clip2depth.models.card import CARD_NAME
 from clip2depth.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 
@@ -26,7 +27,7 @@ def saved(tmp_path):
 
 def test_round_trip_gives_identical_outputs(saved):
     model, out = saved
-    assert sorted(p.name for p in out.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in out.iterdir()) == [CARD_NAME, CONFIG_NAME, WEIGHTS_NAME]
     stored = load_file(str(out / WEIGHTS_NAME))
     assert "prompt_encoder.mirror" in stored
     assert not any(k.startswith("image_encoder.") for k in stored)  # CLIP weights are never stored

@@ -158,3 +158,19 @@ def test_config_validation():
         build_depthclip(no_such_field=1)
     with pytest.raises(ConfigError, match="normalization"):
         build_depthclip(normalization="caffe")
+
+
+def test_create_model_is_typed_by_what_it_builds():
+    """``create_model("depthclip-rn50")`` is a DepthCLIP to a type checker too; every other name a Clip2Depth."""
+    import typing
+
+    from clip2depth.models.base import DepthModel
+    from clip2depth.models.depthclip import DEPTHCLIP_RN50
+    from clip2depth.models.factory import create_model
+    from clip2depth.models.model import Clip2Depth
+
+    baseline, other = (typing.get_type_hints(o) for o in typing.get_overloads(create_model))
+    assert typing.get_args(baseline["name_or_dir"]) == (DEPTHCLIP_RN50,) and baseline["return"] is DepthCLIP
+    assert other["return"] is Clip2Depth
+    assert not issubclass(DepthCLIP, Clip2Depth) and not issubclass(Clip2Depth, DepthCLIP)
+    assert issubclass(DepthCLIP, DepthModel) and issubclass(Clip2Depth, DepthModel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import time
 
 import numpy as np
@@ -151,3 +152,63 @@ def test_export_never_replaces_an_existing_file_silently(tmp_path):
     assert_user_error(run_cli("export", "--model", "tiny", "--onnx", target), "already exists", "--overwrite")
     assert target.read_bytes() == b"an earlier export"
     assert_user_error(run_cli("export", "--model", "tiny", "--onnx", tmp_path), "is a folder")
+
+
+def _edited_config(model_dir, tmp_path, edit):
+    """A copy of ``model_dir`` whose parsed config.json went through ``edit`` (which returns the new content)."""
+    directory = tmp_path / "edited"
+    shutil.copytree(model_dir, directory)
+    path = directory / "config.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return directory
+
+
+def test_config_json_that_is_a_list_is_one_error(model_dir, tmp_path):
+    directory = _edited_config(model_dir, tmp_path, lambda config: [config])
+    assert_user_error(run_cli("info", "--model", directory), str(directory / "config.json"), "JSON list",
+                      "re-save the model")
+
+
+@pytest.mark.parametrize("version", ["1", 1.0, 1.5, None, True, 0, [1]])
+def test_format_version_that_is_not_a_whole_number_is_one_error(model_dir, tmp_path, version):
+    directory = _edited_config(model_dir, tmp_path, lambda config: {**config, "format_version": version})
+    assert_user_error(run_cli("info", "--model", directory), str(directory / "config.json"),
+                      f"'format_version' is {version!r}", "whole number")
+
+
+def test_format_version_missing_is_named(model_dir, tmp_path):
+    directory = _edited_config(model_dir, tmp_path, lambda c: {k: v for k, v in c.items() if k != "format_version"})
+    assert_user_error(run_cli("info", "--model", directory), "'format_version' is None")
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [("clip", ["openai"], "an object"),
+                                                         ("weights_sha256", 12, "a string")])
+def test_envelope_entries_of_the_wrong_type_are_named(model_dir, tmp_path, key, value, expected):
+    directory = _edited_config(model_dir, tmp_path, lambda config: {**config, key: value})
+    assert_user_error(run_cli("info", "--model", directory), f"'{key}' is {value!r}", expected)
+
+
+def test_siglip2_preset_builds_without_transformers_and_advises_its_own_tag(siglip2_stand_in):
+    result = run_cli("info", "--model", "clip2depth-siglip2-b-16", "--size", "32", "48")
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    assert "CLIP ViT-B-16-SigLIP2" in result.out
+    assert "RANDOM weights" in result.err and "pretrained='webli'" in result.err
+    assert "openai" not in result.err
+
+
+@pytest.mark.parametrize("mode", ["language", "concat"])
+def test_siglip2_prompt_without_transformers_names_the_extra(siglip2_stand_in, tmp_path, mode):
+    saved = tmp_path / "siglip2"
+    clip2depth.create_model("clip2depth-siglip2-b-16").save_pretrained(saved)
+    directory = _edited_config(saved, tmp_path, lambda c: {**c, "model": {**c["model"], "prompt_mode": mode}})
+    line = assert_user_error(run_cli("info", "--model", directory), f"prompt_mode '{mode}'", "ViT-B-16-SigLIP2",
+                             "pip install 'clip2depth[siglip]'")
+    assert "ModuleNotFoundError" not in line
+
+
+@pytest.mark.parametrize("family", ["xlm-roberta-base-ViT-B-32", "nllb-clip-base"])
+def test_hugging_face_text_tower_is_refused_by_family_not_by_package(model_dir, tmp_path, family):
+    directory = _edited_config(model_dir, tmp_path, lambda c: {**c, "model": {**c["model"], "clip_model": family}})
+    line = assert_user_error(run_cli("info", "--model", directory), f"CLIP {family} has a Hugging Face text tower",
+                             "does not support", "Pick one of those models")
+    assert "pip install" not in line and "install transformers" not in line

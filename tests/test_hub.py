@@ -10,6 +10,7 @@ import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 import clip2depth
+from clip2depth.models.card import CARD_NAME
 from clip2depth.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 
@@ -137,7 +138,9 @@ def test_push_to_hub_round_trips_through_hf_hub(saved, monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHub)
     url = model.push_to_hub("me/depth")
     assert url == "https://huggingface.co/me/depth/commit/0"
-    assert set(_FakeHub.repos["me/depth"]) == {CONFIG_NAME, WEIGHTS_NAME}
+    assert set(_FakeHub.repos["me/depth"]) == {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
+    card = _FakeHub.repos["me/depth"][CARD_NAME].decode()
+    assert card.startswith("---\nlibrary_name: clip2depth\n") and 'create_model("hf-hub:me/depth")' in card
 
     def snapshot(repo_id, **kwargs):
         folder = tmp_path / repo_id.replace("/", "--")

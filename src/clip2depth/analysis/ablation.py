@@ -32,6 +32,7 @@ from typing import Any
 from clip2depth.errors import ConfigError
 from clip2depth.evaluation.metrics import METRIC_KEYS, lower_is_better
 from clip2depth.io.atomic import atomic_path, atomic_write_json, read_json_object
+from clip2depth.io.figures import figure, save_png
 from clip2depth.models.checkpoint import is_model_dir, read_model_dir
 from clip2depth.models.config import PROMPT_MODES, list_models, load_preset
 from clip2depth.training.config import Recipe, read_recipe_file
@@ -57,14 +58,14 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
 TEMPORAL_KEYS: tuple[str, ...] = ("flicker", "change_error", "scale_drift")
 """Columns added by ``temporal_frames`` (see :func:`clip2depth.evaluation.temporal.temporal_metrics`)."""
 
-# Recipe fields that cannot change the trained weights: a run differing only in these is reused.
 BACKBONE_FIELDS: tuple[str, ...] = (
     "clip_model", "clip_pretrained", "clip_quick_gelu", "blocks", "decoder_stride", "head_strides", "mirror_length",
 )
 """What ``backbone=PRESET`` takes from the preset: the CLIP, its feature levels, and the mirror length its
 text context allows."""
 
-_NEUTRAL_KEYS = {"train": ("num_workers", "log_every", "tensorboard", "time_limit_s")}
+# Train fields that cannot change the trained weights: a run differing only in these is reused.
+_NEUTRAL_TRAIN_KEYS = ("num_workers", "log_every", "tensorboard", "time_limit_s")
 _MARKER = "ablation_run.json"
 
 
@@ -109,9 +110,8 @@ def resolved_model_config(recipe: Recipe) -> dict[str, Any] | None:
 
 def _comparable(recipe: Recipe) -> dict[str, Any]:
     plain = recipe.to_dict()
-    for section, keys in _NEUTRAL_KEYS.items():
-        for key in keys:
-            plain[section].pop(key, None)
+    for key in _NEUTRAL_TRAIN_KEYS:
+        plain["train"].pop(key, None)
     return plain
 
 
@@ -374,12 +374,8 @@ def write_report(results: list[VariantResult], out_dir: str | Path, recipe: Reci
 
 def plot_ablation(results: list[VariantResult], path: str | Path) -> None:
     """Horizontal bars of AbsRel (lower is better) and δ1 (higher is better) per variant."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     names = [r.name for r in results]
-    fig = Figure(figsize=(9, 0.45 * len(names) + 1.2), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure(9, 0.45 * len(names) + 1.2)
     axes = fig.subplots(1, 2, sharey=True)
     for ax, key, title in ((axes[0], "abs_rel", "AbsRel (lower is better)"), (axes[1], "d1", "δ1 (higher is better)")):
         values = [r.metrics.get(key, math.nan) for r in results]
@@ -389,6 +385,4 @@ def plot_ablation(results: list[VariantResult], path: str | Path) -> None:
         ax.margins(x=0.2)
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0].invert_yaxis()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(fig, path)

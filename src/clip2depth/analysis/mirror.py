@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 
 from clip2depth.errors import ConfigError
-from clip2depth.io.atomic import atomic_path
 from clip2depth.io.colour import colorize_depth
+from clip2depth.io.figures import figure, save_png
 from clip2depth.models.checkpoint import is_model_dir, load_trained_state, read_model_dir
 from clip2depth.models.config import PAPER_PROMPT
-from clip2depth.models.infer import predict_depth
+from clip2depth.models.infer import image_tensor, predict_depth
 from clip2depth.models.model import Clip2Depth
+from clip2depth.models.text_towers import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _tokenizer(model: Clip2Depth) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _cached_tokenizer(clip_model: str) -> Any:
-    return open_clip.get_tokenizer(clip_model)  # reads the BPE vocabulary: ~0.3 s a time
+    return load_tokenizer(clip_model, purpose="inspect-mirror")  # reads the vocabulary: ~0.3 s a time
 
 
 @torch.no_grad()
@@ -163,8 +163,7 @@ def conditioning_maps(model: Clip2Depth, images: Sequence[np.ndarray], *, refere
     q_ref = reference_query(model, reference)
     out = []
     for image in images:
-        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
-        depth, ref = _depth_with_query(model, tensor, [q, q_ref])
+        depth, ref = _depth_with_query(model, image_tensor(image), [q, q_ref])
         delta = np.abs(np.log(depth) - np.log(ref))
         out.append({"depth": depth, "reference_depth": ref, "delta": delta,
                     "mean_delta": float(delta.mean()), "p95_delta": float(np.percentile(delta, 95))})
@@ -271,26 +270,11 @@ def convergence(
 # ------------------------------------------------------------------------------------------ reports
 
 
-def _figure(width: float, height: float, dpi: int = 100) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-
-
 def plot_overlays(images: Sequence[np.ndarray], maps: Sequence[dict[str, Any]], path: str | Path, *,
                   names: Sequence[str] | None = None, reference: str = "empty") -> None:
     """One row per image: the image, depth with ``q``, depth with the reference, Δ over the image."""
     n = len(images)
-    fig = _figure(12, 2.6 * n + 0.4, dpi=80)  # photo-like panels: keep the PNG small
+    fig = figure(12, 2.6 * n + 0.4, dpi=80)  # photo-like panels: keep the PNG small
     axes = fig.subplots(n, 4, squeeze=False)
     ref_label = '"" (empty prompt)' if reference == "empty" else "the paper's prompt"
     for i, (image, m) in enumerate(zip(images, maps, strict=True)):
@@ -308,7 +292,7 @@ def plot_overlays(images: Sequence[np.ndarray], maps: Sequence[dict[str, Any]], 
         fig.colorbar(shown, ax=axes[i, 3], fraction=0.046, pad=0.02)
         for ax in axes[i]:
             ax.set_axis_off()
-    _save(fig, Path(path))
+    save_png(fig, path)
 
 
 def plot_convergence(rows: Sequence[dict[str, Any]], path: str | Path, *, prompts: Sequence[str]) -> None:
@@ -316,7 +300,7 @@ def plot_convergence(rows: Sequence[dict[str, Any]], path: str | Path, *, prompt
     from matplotlib.ticker import MaxNLocator
 
     steps = [r["step"] if r["step"] is not None else i for i, r in enumerate(rows)]
-    fig = _figure(11, 7)
+    fig = figure(11, 7)
     ax = fig.subplots(2, 2)
     for prompt in prompts:
         ax[0, 0].plot(steps, [r["prompt_cos"][prompt] for r in rows], marker=".",
@@ -335,7 +319,7 @@ def plot_convergence(rows: Sequence[dict[str, Any]], path: str | Path, *, prompt
     for a in ax.flat:
         a.set_xlabel("step")
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _save(fig, Path(path))
+    save_png(fig, path)
 
 
 def _cell(token: str) -> str:

@@ -25,6 +25,7 @@ from clip2depth.data.base import (
     require_dir,
 )
 from clip2depth.errors import ConfigError, DataError
+from clip2depth.models.infer import image_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ class NYUMatDataset(DepthDataset):
             depth = np.asarray(f[self.depth_key][ndx - 1], dtype=np.float32).T
         except (OSError, KeyError) as exc:
             raise DataError(f"{self.mat_path}: cannot read frame {ndx} ({exc})") from None
-        image_t = torch.from_numpy(image.astype(np.float32) / 255.0)
+        image_t = image_tensor(torch.from_numpy(np.ascontiguousarray(image)))
         if self.black_border:
             bordered = torch.zeros_like(image_t)
             bordered[:, _BLACK_BORDER[0], _BLACK_BORDER[1]] = image_t[:, _BLACK_BORDER[0], _BLACK_BORDER[1]]

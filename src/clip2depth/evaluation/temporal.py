@@ -21,11 +21,11 @@ from torch import nn
 
 from clip2depth.errors import DataError
 from clip2depth.evaluation.metrics import compute_metrics
-from clip2depth.io.atomic import atomic_path
 from clip2depth.io.depth import read_depth_file
+from clip2depth.io.figures import figure, save_png
 from clip2depth.io.images import load_image
 from clip2depth.io.inputs import expand_inputs, is_image_path
-from clip2depth.models.infer import predict_batch, size_batches
+from clip2depth.models.infer import image_tensor, predict_batch, size_batches
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +87,6 @@ def depth_reader(depth_dir: str | Path, *, depth_scale: float = 1000.0) -> Calla
 # ------------------------------------------------------------------------------------------ metrics
 
 
-def _as_unit_rgb(frame: np.ndarray) -> np.ndarray:
-    return frame.astype(np.float32) / 255.0 if frame.dtype == np.uint8 else np.asarray(frame, dtype=np.float32)
-
-
 def _mean_abs_log_change(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.mean(np.abs(np.log(a[mask]) - np.log(b[mask])))) if mask.any() else math.nan
 
@@ -141,7 +137,7 @@ class TemporalAccumulator:
 
     def add(self, frame: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None, *, name: str = "") -> None:
         """Add the next frame (H×W×3 RGB, uint8 or [0, 1]), its prediction and optional ground truth (H×W m)."""
-        rgb = _as_unit_rgb(frame)
+        rgb = image_tensor(frame).permute(1, 2, 0).numpy()  # the pixels the model saw
         pred = np.clip(np.nan_to_num(np.asarray(pred, dtype=np.float64), nan=self.min_depth, posinf=self.max_depth),
                        self.min_depth, self.max_depth)
         label = name or f"frame {len(self.per_frame)}"
@@ -236,8 +232,7 @@ def predict_frames(model: nn.Module, frames: Iterable[Frame], *, batch_size: int
     model.eval()
     batches = size_batches(frames, size=lambda item: item[1].shape, batch_size=batch_size, in_order=True)
     for batch in batches:
-        tensors = [torch.from_numpy(_as_unit_rgb(f)).permute(2, 0, 1) for _, f in batch]
-        depths = predict_batch(model, tensors, max_side=max_side, precision=precision)
+        depths = predict_batch(model, [image_tensor(f) for _, f in batch], max_side=max_side, precision=precision)
         for (name, frame), depth in zip(batch, depths, strict=True):
             yield name, frame, depth
 
@@ -272,14 +267,11 @@ def analyse_sequence(
 
 def plot_temporal(result: dict[str, Any], path: str | Path, *, title: str = "") -> None:
     """Per-frame metrics as a PNG: flicker (and the ground truth's), then AbsRel and scale when known."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     rows = result["per_frame"]
     has_gt = any("abs_rel" in r for r in rows)
-    fig = Figure(figsize=(7, 5.5 if has_gt else 3), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure(7, 5.5 if has_gt else 3)
     axes = fig.subplots(3 if has_gt else 1, 1, sharex=True, squeeze=False)[:, 0]
     pairs = [r for r in rows if "flicker" in r]
     axes[0].plot([r["frame"] for r in pairs], [r["flicker"] for r in pairs], marker=".", label="prediction flicker")
@@ -299,6 +291,4 @@ def plot_temporal(result: dict[str, Any], path: str | Path, *, title: str = "") 
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         axes[0].set_title(title, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(fig, path)

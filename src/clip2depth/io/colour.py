@@ -9,6 +9,7 @@ import numpy as np
 
 from clip2depth.errors import ConfigError
 from clip2depth.io.depth import as_depth_map
+from clip2depth.io.figures import figure, render_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -74,24 +75,20 @@ def colorize_depth(
 def _render_colorbar(height: int, cmap: str, vmin: float, vmax: float) -> np.ndarray:
     """height×w×3 uint8 white panel with a vertical bar, near (vmin) at the bottom; cached for video."""
     import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colorbar import ColorbarBase
     from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
 
     dpi = 100
     fontsize = float(np.clip(height / 40.0, 5.0, 12.0))
     width = int(np.clip(fontsize * 9.0, 48, 120))
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
-    FigureCanvasAgg(fig)
+    fig = figure(width / dpi, height / dpi, dpi=dpi, tight=False)
     margin = min(0.06, 0.6 * fontsize / height)  # room for the end tick labels
     ax = fig.add_axes((0.12, margin, 0.18, 1.0 - 2 * margin))
     bar = ColorbarBase(ax, cmap=matplotlib.colormaps[cmap].reversed(), norm=Normalize(vmin, vmax))
     bar.ax.tick_params(labelsize=fontsize, length=fontsize / 3, pad=1)
     bar.set_label("depth (m)", fontsize=fontsize, labelpad=1)
     bar.outline.set_linewidth(0.5)
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[:, :, :3]
+    image = render_rgb(fig)
     out = np.full((height, width, 3), 255, dtype=np.uint8)
     h, w = min(height, image.shape[0]), min(width, image.shape[1])
     out[:h, :w] = image[:h, :w]

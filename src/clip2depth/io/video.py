@@ -24,9 +24,9 @@ from clip2depth.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
-# Encoders tried in order for each output suffix; H.264 plays everywhere, MPEG-4 part 2 is in every
-# ffmpeg build and plays almost everywhere.
-_ENCODERS = {".webm": ("libvpx-vp9", "libvpx")}
+# Encoders tried in order: VP9/VP8 for .webm; otherwise H.264, which plays everywhere, then MPEG-4 part 2,
+# which is in every ffmpeg build and plays almost everywhere.
+_WEBM_ENCODERS = ("libvpx-vp9", "libvpx")
 _DEFAULT_ENCODERS = ("libx264", "libopenh264", "mpeg4")
 
 
@@ -230,7 +230,7 @@ class VideoWriter:
 
 
 def _pick_encoder(av: ModuleType, suffix: str) -> str:
-    candidates = _ENCODERS.get(suffix, _DEFAULT_ENCODERS)
+    candidates = _WEBM_ENCODERS if suffix == ".webm" else _DEFAULT_ENCODERS
     for name in candidates:
         try:
             av.codec.Codec(name, "w")

@@ -1,4 +1,4 @@
-"""Trained-model directories: ``config.json`` + ``model.safetensors`` (mirror + decoder only).
+"""Trained-model directories: ``config.json`` + ``model.safetensors`` (mirror + decoder only) + ``README.md``.
 
 Loading is strict: the file's checksum, the CLIP it was made for, the set of tensor names and every
 shape must match, or one :class:`CheckpointError` says what differs. Nothing here unpickles.
@@ -23,8 +23,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from clip2depth.errors import CheckpointError
-from clip2depth.io.atomic import atomic_path, atomic_write_json
+from clip2depth.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from clip2depth.io.digest import file_digest
+from clip2depth.models.card import CARD_NAME, Validation, model_card
 from clip2depth.models.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -73,16 +74,30 @@ def save_state(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, s
     return digest
 
 
-def save_pretrained(model: CheckpointModel, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
-    """Write a directory that :func:`clip2depth.create_model` loads.
+def save_pretrained(
+    model: CheckpointModel,
+    directory: str | Path,
+    extra: dict[str, Any] | None = None,
+    *,
+    recipe: dict[str, Any] | None = None,
+    validation: Validation | None = None,
+    repo_id: str | None = None,
+) -> None:
+    """Write a directory that :func:`clip2depth.create_model` loads, with its model card.
 
-    The weights go first and the config (which records their checksum) last, each atomically, so an
-    interrupted save never leaves a config pointing at a different weights file unnoticed.
+    The weights go first, then ``README.md`` (:func:`~clip2depth.models.card.model_card`, from ``recipe``,
+    ``validation`` and ``repo_id`` where known), and the config (which records the weights' checksum)
+    last, each atomically, so an interrupted save never leaves a config pointing at a different weights
+    file unnoticed.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "clip_model": model.config.clip_model}
     digest = save_state(model.trainable_state_dict(), directory / WEIGHTS_NAME, metadata)
+    trainable = sum(p.numel() for _, p in model.named_parameters() if p.requires_grad)
+    card = model_card(model.config, clip_weights=model.clip_weights, trainable_parameters=trainable, recipe=recipe,
+                      validation=validation, repo_id=repo_id)
+    atomic_write_bytes(directory / CARD_NAME, card.encode("utf-8"))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -96,22 +111,48 @@ def save_pretrained(model: CheckpointModel, directory: str | Path, extra: dict[s
 
 
 def read_model_dir(directory: str | Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a trained-model directory."""
+    """The parsed ``config.json`` of a trained-model directory, its envelope checked.
+
+    Raises:
+        CheckpointError: the file is missing, not JSON, not an object, not a clip2depth config, of a format
+            version that is not an integer or newer than this package, or with a ``clip`` entry that is
+            not an object or a ``weights_sha256`` that is not a string.
+    """
     path = Path(directory) / CONFIG_NAME
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise CheckpointError(f"{directory} is not a clip2depth model directory: {CONFIG_NAME} is missing") from exc
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} is unreadable or not valid JSON ({exc}); re-save the model") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{path} holds a JSON {_json_type(data)}, not the object save_pretrained writes; re-save the model"
+        )
     if data.get("format") != FORMAT or "model" not in data:
         raise CheckpointError(f"{path} is not a clip2depth config (no 'format': '{FORMAT}' / 'model' entry)")
-    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(
-            f"{path} has format version {data['format_version']}, newer than this clip2depth "
-            f"understands ({FORMAT_VERSION}); upgrade clip2depth"
+            f"{path}: 'format_version' is {version!r}, expected a whole number such as {FORMAT_VERSION}; "
+            "fix the file or re-save the model"
         )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {version}, newer than this clip2depth understands ({FORMAT_VERSION}); "
+            "upgrade clip2depth"
+        )
+    for key, kind, expected in (("clip", dict, "an object"), ("weights_sha256", str, "a string")):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise CheckpointError(
+                f"{path}: '{key}' is {data[key]!r}, expected {expected}; fix the file or re-save the model"
+            )
     return data
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "list", str: "string", bool: "true/false value", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def load_trained_state(model: CheckpointModel, directory: str | Path, expected_sha256: str | None) -> None:

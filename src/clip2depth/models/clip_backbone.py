@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from clip2depth.errors import CheckpointError, ConfigError
+from clip2depth.models.hub import HF_PREFIX, require_huggingface_hub
+from clip2depth.models.text_towers import refuse_hugging_face_text
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,6 @@ class ClipBundle:
     tokenizer_name: str
 
 
-HF_PREFIX = "hf-hub:"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _HOW_TO_GET_SAFETENSORS = (
@@ -128,12 +129,9 @@ def _read_folder_config(folder: Path) -> dict[str, Any]:
 
 def _hub_config(repo: str) -> dict[str, Any]:
     """The ``open_clip_config.json`` of ``hf-hub:repo`` (downloaded into the Hub cache)."""
+    hub = require_huggingface_hub(f"{HF_PREFIX}{repo}")
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
-        raise ConfigError(f"{HF_PREFIX}{repo} needs huggingface_hub: pip install 'clip2depth[hub]'") from exc
-    try:
-        config = json.loads(Path(hf_hub_download(repo_id=repo, filename=OPEN_CLIP_CONFIG)).read_text())
+        config = json.loads(Path(hub.hf_hub_download(repo_id=repo, filename=OPEN_CLIP_CONFIG)).read_text())
     except Exception as exc:  # offline, missing repo, authentication: the hub raises many types
         raise CheckpointError(f"could not read {OPEN_CLIP_CONFIG} of {HF_PREFIX}{repo}: {exc}") from exc
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
@@ -147,7 +145,7 @@ def _is_cached(cfg: dict[str, Any]) -> bool:
         return True
     url, hf_hub = cfg.get("url", ""), cfg.get("hf_hub", "")
     if hf_hub:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # open_clip's own dependency: always there
 
         repo, filename = os.path.split(hf_hub)
         names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
@@ -196,17 +194,21 @@ def build_clip(
         reference_tag: the tag whose preprocessing and activation apply when ``weights`` is a bare file
             or ``None`` (the preset's intended weights); a folder or ``hf-hub:`` uses its own config.
 
-    Raises:
-        CheckpointError: pickle-based or unreadable weights, or a download needed while offline.
         quick_gelu: force the activation; ``None`` follows the tag.
         seed: seeds the random initialisation so that random CLIPs are reproducible.
+
+    Raises:
+        ConfigError: an architecture open_clip does not know, or one whose text tower is a Hugging Face model.
+        CheckpointError: pickle-based or unreadable weights, or a download needed while offline.
     """
     register_clip_configs()
-    if open_clip.get_model_config(model_name) is None:
+    model_cfg = open_clip.get_model_config(model_name)
+    if model_cfg is None:
         raise ConfigError(
             f"open_clip does not know the CLIP model {model_name!r}; see open_clip.list_models() "
             "for the available architectures"
         )
+    refuse_hugging_face_text(model_name, model_cfg.get("text_cfg") or {})
     is_tag = bool(weights) and bool(_tag_config(model_name, weights))
     tag = weights if is_tag else reference_tag
     tag_cfg = _tag_config(model_name, tag)
@@ -216,8 +218,8 @@ def build_clip(
     if weights is None:
         logger.warning(
             "CLIP %s is built with RANDOM weights (no pretrained tag or file given): fine for tests "
-            "and demos, meaningless for real depth. Pass pretrained='openai' (or a local file).",
-            model_name,
+            "and demos, meaningless for real depth. %s",
+            model_name, _how_to_pass_weights(model_name, reference_tag),
         )
     elif is_tag:
         pretrained = weights
@@ -242,6 +244,7 @@ def build_clip(
         )
 
     if own_config is not None:
+        refuse_hugging_face_text(weights, own_config["model_cfg"].get("text_cfg") or {})
         # open_clip builds these weights from their own config, QuickGELU included; it can only be forced on.
         use_quick_gelu = bool(own_config.get("model_cfg", {}).get("quick_gelu", False))
         if quick_gelu is not None and bool(quick_gelu) != use_quick_gelu:
@@ -276,6 +279,15 @@ def build_clip(
     return ClipBundle(model=model, mean=mean, std=std, weights=weights, tokenizer_name=tokenizer)
 
 
+def _how_to_pass_weights(model_name: str, reference_tag: str | None) -> str:
+    """Advice naming a pretrained tag ``model_name`` really has in open_clip (the preset's own first), if any."""
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if not tags:
+        return f"open_clip has no pretrained tag for {model_name}: pass a local weights file."
+    tag = reference_tag if reference_tag in tags else tags[0]
+    return f"Pass pretrained={tag!r} (or a local file)."
+
+
 def _hub_endpoint() -> str:
     from huggingface_hub import constants
 
@@ -284,8 +296,7 @@ def _hub_endpoint() -> str:
 
 def _hub_config_or_offline(repo: str) -> dict[str, Any]:
     """The hub repository's open_clip config, failing at once when it is not cached and the hub is away."""
-    from huggingface_hub import try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(repo, OPEN_CLIP_CONFIG), str):
+    hub = require_huggingface_hub(f"{HF_PREFIX}{repo}")
+    if not isinstance(hub.try_to_load_from_cache(repo, OPEN_CLIP_CONFIG), str):
         _require_download(f"CLIP weights {HF_PREFIX}{repo}", urlparse(_hub_endpoint()).hostname or "huggingface.co")
     return _hub_config(repo)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
+from clip2depth.models.base import DepthModel
 
-class ConstantDepth(nn.Module):
+
+class ConstantDepth(DepthModel):
     """Predicts ``depth`` metres at every pixel; goes through the same evaluation path as real models."""
 
-    patch_size = 1
+    @property
+    def patch_size(self) -> int:
+        return 1
 
     def __init__(self, depth: float) -> None:
         super().__init__()

@@ -23,16 +23,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from clip2depth.errors import ConfigError
+from clip2depth.models.base import DepthModel
 from clip2depth.models.clip_backbone import build_clip
-from clip2depth.models.model import Clip2Depth
+from clip2depth.models.text_towers import load_tokenizer
 from clip2depth.typed import TypedConfig, invalid, setting
 
+DEPTHCLIP_RN50 = "depthclip-rn50"
+"""The name ``create_model`` builds DepthCLIP under (its authors' RN50 settings)."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Where the authors' NYU evaluation crops its input from the 480×640 image: (top, bottom, left, right).
@@ -76,14 +78,12 @@ class DepthCLIPConfig(TypedConfig):
         return [self.template.format(object=self.object, distance=w) for w in self.distance_words]
 
 
-class DepthCLIP(nn.Module):
-    """Zero-shot metric depth from a frozen CLIP ResNet; same user interface as :class:`Clip2Depth`.
+class DepthCLIP(DepthModel):
+    """Zero-shot metric depth from a frozen CLIP ResNet; ``infer`` / ``infer_batch`` as for every depth model.
 
     Nothing is trainable: every CLIP module stays in eval mode and runs without autograd. The text
     features depend only on the config: they are computed once, on first use, and then cached.
     """
-
-    patch_size = 32  # the ResNet's output stride
 
     def __init__(
         self,
@@ -104,7 +104,7 @@ class DepthCLIP(nn.Module):
         self.config = config
         self.clip_weights = clip_weights
         self.clip = clip.requires_grad_(False).eval()
-        self.tokenizer = open_clip.get_tokenizer(tokenizer_name)
+        self.tokenizer = load_tokenizer(tokenizer_name, purpose="DepthCLIP's prompts")
         imagenet = config.normalization == "imagenet"
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (tuple(clip_mean), tuple(clip_std))
         device = next(clip.parameters()).device
@@ -114,8 +114,8 @@ class DepthCLIP(nn.Module):
         self._text_cache: torch.Tensor | None = None
 
     @property
-    def device(self) -> torch.device:
-        return self.mean.device
+    def patch_size(self) -> int:
+        return 32  # the ResNet's output stride
 
     @property
     def max_depth(self) -> float:
@@ -210,9 +210,6 @@ class DepthCLIP(nn.Module):
         # resolution equals their averaging at H/32×W/32.
         return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
 
-    # Shared with Clip2Depth: they only need device, patch_size, train/eval and forward.
-    infer_batch = Clip2Depth.infer_batch
-    infer = Clip2Depth.infer
 
 
 def build_depthclip(

@@ -1,7 +1,7 @@
-"""``create_model``: one entry point for presets, trained-model directories, hub repositories and baselines.
+"""``create_model``: one entry point for presets, trained-model directories, hub repositories and the baseline.
 
 The CLIP2Depth loading itself is :meth:`Clip2Depth.from_pretrained`; this module only adds the
-zero-shot baselines and the device choice, so it imports the model and nothing imports it back.
+zero-shot DepthCLIP baseline and the device choice, so it imports the model and nothing imports it back.
 """
 
 from __future__ import annotations
@@ -9,18 +9,15 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
 from clip2depth.errors import ConfigError
-from clip2depth.models.depthclip import DepthCLIP, build_depthclip
+from clip2depth.models.depthclip import DEPTHCLIP_RN50, DepthCLIP, build_depthclip
 from clip2depth.models.model import Clip2Depth
 
 logger = logging.getLogger(__name__)
-
-# Zero-shot baselines (docs/method.md#baselines): built from their own config dataclass, not a preset JSON.
-BASELINES = {"depthclip-rn50": build_depthclip}
 
 _DEVICE = re.compile(r"^(cpu|mps|cuda)(:\d+)?$")
 
@@ -59,6 +56,24 @@ def resolve_device(name: str) -> str:
     raise ConfigError(f"device={name} {what}; available: auto, {', '.join(available)}", params=("device",))
 
 
+@overload
+def create_model(
+    name_or_dir: Literal["depthclip-rn50"],
+    pretrained: str | None = None,
+    device: str | torch.device = "cpu",
+    **overrides: Any,
+) -> DepthCLIP: ...
+
+
+@overload
+def create_model(
+    name_or_dir: str | Path,
+    pretrained: str | None = None,
+    device: str | torch.device = "cpu",
+    **overrides: Any,
+) -> Clip2Depth: ...
+
+
 def create_model(
     name_or_dir: str | Path,
     pretrained: str | None = None,
@@ -67,19 +82,23 @@ def create_model(
 ) -> Clip2Depth | DepthCLIP:
     """Build a CLIP2Depth model (see :meth:`Clip2Depth.from_pretrained`) or the ``depthclip-rn50`` baseline.
 
+    Type checkers see the precise class: :class:`DepthCLIP` for the literal ``"depthclip-rn50"``,
+    :class:`Clip2Depth` for every other name.
+
     Args:
         name_or_dir: a preset name (see :func:`clip2depth.list_models`), a directory written by
-            ``save_pretrained``, ``hf-hub:org/name``, or a baseline name (``depthclip-rn50``).
+            ``save_pretrained``, ``hf-hub:org/name``, or ``depthclip-rn50`` (the zero-shot baseline,
+            docs/method.md#baselines, built from its own config dataclass rather than a preset).
         pretrained: CLIP weights — an open_clip tag (``openai``), a local file or directory. For a
             preset, ``None`` builds random CLIP weights (with a warning). For a trained directory,
             ``None`` uses the weights recorded in its ``config.json``.
         device: where to put the model.
-        **overrides: :class:`~clip2depth.models.config.ModelConfig` fields to change.
+        **overrides: :class:`~clip2depth.models.config.ModelConfig` fields to change
+            (:class:`~clip2depth.models.depthclip.DepthCLIPConfig` fields for the baseline).
 
     Returns:
         The model in eval mode; trained weights loaded when ``name_or_dir`` is a directory.
     """
-    name = str(name_or_dir)
-    if name in BASELINES:
-        return BASELINES[name](pretrained=pretrained, device=device, **overrides)
-    return Clip2Depth.from_pretrained(name, pretrained=pretrained, device=device, **overrides)
+    if str(name_or_dir) == DEPTHCLIP_RN50:
+        return build_depthclip(pretrained=pretrained, device=device, **overrides)
+    return Clip2Depth.from_pretrained(name_or_dir, pretrained=pretrained, device=device, **overrides)

@@ -1,21 +1,25 @@
-"""Inference shared by every depth model: size-grouped batches, resize to the network, predict, resize back.
+"""Inference shared by every depth model: pixels to input, size-grouped batches, resize, predict, resize back.
 
-:func:`size_batches` is the one batcher (``model.infer_batch``, ``predict`` and the temporal analysis use it),
-:func:`predict_depth` the one resize→predict→resize.
+:func:`image_tensor` is the one conversion from pixels to model input, :func:`size_batches` the one batcher
+(``model.infer_batch``, ``predict`` and the temporal analysis use it), :func:`predict_depth` the one
+resize→predict→resize.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
-from clip2depth.errors import ConfigError
+from clip2depth.errors import ConfigError, DataError
+from clip2depth.io.images import load_image, to_rgb_uint8
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 """Inference precisions: fp32, or autocast to bfloat16 / float16 (outputs are always float32)."""
@@ -114,15 +118,55 @@ def predict_depth(
 
 T = TypeVar("T")
 
+ImageLike: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
+"""An image as a user may hand it over: a file path, a PIL image, an H×W(×C) array or a 3×H×W tensor."""
 
-def image_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """H×W×3 uint8 RGB (from :mod:`clip2depth.io.images`) → 3×H×W float32 in [0, 1], the model's input.
 
-    The one conversion from pixels to model input: datasets, ``predict`` and ``model.infer`` all use it.
+def image_tensor(image: ImageLike) -> torch.Tensor:
+    """Any image → the model's input, a 3×H×W float32 RGB tensor in [0, 1].
+
+    The one conversion from pixels to model input: datasets, ``predict``, ``model.infer``, the web app and
+    the analyses all use it, so one picture gives the model the same numbers whichever way it arrives.
+
+    - A file path, PIL image or array follows the reading rule of :func:`clip2depth.io.images.to_rgb_uint8`
+      (EXIF orientation, 16-bit scaled, alpha dropped, float arrays taken as 0..1 and rounded to 8 bits)
+      and becomes H×W×3 uint8, which is divided by 255.
+    - A tensor is channels-first, 3×H×W: uint8 is divided by 255 exactly as above; a float tensor is
+      taken as already in [0, 1] (checked) and only cast to float32.
+
+    Raises:
+        DataError: a missing or unreadable file, an array or tensor that is not an image, float values
+            outside [0, 1].
     """
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected H×W×3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous().float().div_(255.0)
+    if isinstance(image, torch.Tensor):
+        return _tensor_input(image)
+    if isinstance(image, (str, os.PathLike)):
+        rgb = load_image(image)
+    elif isinstance(image, (Image.Image, np.ndarray)):
+        rgb = to_rgb_uint8(image)
+    else:
+        raise DataError(
+            f"cannot read an image from {type(image).__name__}; pass a file path, a PIL image, a numpy array "
+            "or a 3×H×W tensor"
+        )
+    return _tensor_input(torch.from_numpy(rgb).permute(2, 0, 1))
+
+
+def _tensor_input(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach()
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise DataError(f"a tensor image must be 3×H×W (channels first), got shape {tuple(t.shape)}")
+    if t.dtype == torch.uint8:
+        return t.float().div_(255.0).contiguous()
+    if not t.is_floating_point():
+        raise DataError(f"a tensor image must be uint8 (0..255) or float in [0, 1], got {t.dtype}")
+    t = t.float()
+    if t.numel() and not (bool(torch.isfinite(t).all()) and float(t.min()) >= 0.0 and float(t.max()) <= 1.0):
+        raise DataError(
+            f"a float tensor image must hold values in [0, 1], got [{float(t.min()):g}, {float(t.max()):g}]; "
+            "divide 8-bit values by 255"
+        )
+    return t.contiguous()
 
 
 def size_batches(
@@ -131,21 +175,20 @@ def size_batches(
     size: Callable[[T], tuple[int, ...]],
     batch_size: int,
     in_order: bool = False,
-    max_held: int | None = None,
 ) -> Iterator[list[T]]:
     """Group a stream of images into batches of equal ``size(item)``, at most ``batch_size`` each.
 
     Items are pulled lazily, so a folder of any length streams through.
 
-    - ``in_order=False``: one pool per size; a pool is yielded when full, and when ``max_held`` items
-      (default ``4 × batch_size``) are waiting, the oldest pool is yielded early to bound memory. Batches
-      come out of input order (callers keep an index).
+    - ``in_order=False``: one pool per size; a pool is yielded when full, and when ``4 × batch_size``
+      items are waiting, the oldest pool is yielded early to bound memory. Batches come out of input
+      order (callers keep an index).
     - ``in_order=True``: consecutive items of one size form a batch, which ends at a size change, so
       batches (and items) come out in input order (video frames).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    limit = max_held if max_held is not None else 4 * batch_size
+    limit = 4 * batch_size
     pools: dict[tuple[int, ...], list[T]] = {}
     held = 0
     for item in items:

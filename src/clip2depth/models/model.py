@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from clip2depth.errors import ConfigError, DataError
-from clip2depth.io.images import load_image, to_rgb_uint8
+from clip2depth.errors import ConfigError
 from clip2depth.models import checkpoint
+from clip2depth.models.base import DepthModel
+from clip2depth.models.card import Validation
 from clip2depth.models.clip_backbone import ClipBundle, build_clip
 from clip2depth.models.config import ModelConfig
 from clip2depth.models.decoder import FiLMDepthDecoder, default_head_strides
 from clip2depth.models.hub import upload_model_dir
 from clip2depth.models.image_encoder import FrozenImageEncoder
-from clip2depth.models.infer import image_tensor, predict_batch, size_batches
 from clip2depth.models.prompt_encoder import PromptEncoder
 from clip2depth.models.spec import ModelSpec, resolve_model
 from clip2depth.models.timm_image_encoder import TimmImageEncoder, is_timm_tower
 
-ImageLike: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
-"""What :meth:`Clip2Depth.infer` accepts."""
 
-
-class Clip2Depth(nn.Module):
+class Clip2Depth(DepthModel):
     """Metric depth from a frozen CLIP.
 
     Built by :meth:`from_pretrained` (alias of :func:`clip2depth.create_model`) or :meth:`from_config`;
@@ -145,10 +138,6 @@ class Clip2Depth(nn.Module):
         return model.eval()
 
     @property
-    def device(self) -> torch.device:
-        return self.image_encoder.mean.device
-
-    @property
     def patch_size(self) -> int:
         return self.image_encoder.patch_size
 
@@ -188,59 +177,6 @@ class Clip2Depth(nn.Module):
         features = self.image_encoder(images)
         return self.decoder(features, self.query())
 
-    # ------------------------------------------------------------------ inference
-
-    @torch.no_grad()
-    def infer_batch(
-        self,
-        images: Sequence[ImageLike],
-        *,
-        max_side: int | None = None,
-        flip_tta: bool = False,
-        precision: str = "fp32",
-        batch_size: int = 8,
-    ) -> list[np.ndarray]:
-        """Depth for several images of any sizes (same-size images share a batch of up to ``batch_size``).
-
-        Args:
-            images: image file paths, PIL images, arrays (H×W, H×W×3 or H×W×4; uint8, uint16 or float
-                in [0, 1]) or 3×H×W float tensors in [0, 1]. Files, PIL images and arrays follow the one
-                reading rule of :func:`clip2depth.io.images.to_rgb_uint8` (EXIF orientation, 16-bit
-                scaled, alpha dropped, palette converted), so they give the pixels ``predict`` and the
-                datasets give.
-            max_side: if set, larger images are processed downscaled to this longest side.
-            flip_tta: average with the prediction on the horizontally flipped image.
-            precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; outputs stay float32).
-            batch_size: most images predicted together.
-
-        Returns:
-            One H×W float32 array of metres per input, at the input's own (upright) size.
-
-        Raises:
-            DataError: a file is missing or unreadable, or an array is not an image.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            tensors = [_to_tensor(im) for im in images]
-            results: list[np.ndarray | None] = [None] * len(tensors)
-            for batch in size_batches(enumerate(tensors), size=lambda item: item[1].shape, batch_size=batch_size):
-                depths = predict_batch(
-                    self, [t for _, t in batch], max_side=max_side, flip_tta=flip_tta, precision=precision
-                )
-                for (i, _), depth in zip(batch, depths, strict=True):
-                    results[i] = depth
-        finally:
-            self.train(was_training)
-        return results  # type: ignore[return-value]
-
-    @torch.no_grad()
-    def infer(
-        self, image: ImageLike, *, max_side: int | None = None, flip_tta: bool = False, precision: str = "fp32"
-    ) -> np.ndarray:
-        """Depth of one image (path, PIL image, array or 3×H×W tensor; see :meth:`infer_batch`), H×W float32 m."""
-        return self.infer_batch([image], max_side=max_side, flip_tta=flip_tta, precision=precision)[0]
-
     def clip_record(self) -> dict[str, Any]:
         """What a checkpoint records about the frozen CLIP (its weights and feature sizes)."""
         return {
@@ -249,42 +185,28 @@ class Clip2Depth(nn.Module):
             "query_dim": self.prompt_encoder.query_dim,
         }
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (trained parts only) into ``directory``."""
-        checkpoint.save_pretrained(self, directory)
+    def save_pretrained(
+        self, directory: str | Path, *, recipe: dict[str, Any] | None = None, validation: Validation | None = None
+    ) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (trained parts only) + the model card ``README.md``.
+
+        ``recipe`` (the resolved training recipe) and ``validation`` (metrics measured after some step) go
+        into the card; a training run passes both.
+        """
+        checkpoint.save_pretrained(self, directory, recipe=recipe, validation=validation)
 
     def push_to_hub(
         self, repo_id: str, *, private: bool = False, token: str | None = None,
         commit_message: str = "Upload clip2depth model",
     ) -> str:
-        """Save the trained parts and upload them to the Hugging Face Hub repository ``repo_id``.
+        """Save the trained parts and a model card, and upload them to the Hugging Face Hub repository ``repo_id``.
 
         Load it back with ``Clip2Depth.from_pretrained("hf-hub:" + repo_id)``. Needs the ``hub`` extra.
-        Returns the URL of the commit.
+        Returns the URL of the commit. A training run's ``best/`` already holds a card with its recipe and
+        metrics: upload that folder as it is with :func:`clip2depth.models.hub.upload_model_dir`.
         """
         with tempfile.TemporaryDirectory(prefix="clip2depth-push-") as tmp:
-            self.save_pretrained(tmp)
+            checkpoint.save_pretrained(self, tmp, repo_id=repo_id)
             return upload_model_dir(tmp, repo_id, private=private, token=token, commit_message=commit_message)
 
 
-def _to_tensor(image: ImageLike) -> torch.Tensor:
-    """Path / PIL image / array / 3×H×W float tensor in [0, 1] → 3×H×W float32 tensor in [0, 1].
-
-    Everything but a tensor goes through :mod:`clip2depth.io.images` (one reading rule); a tensor is
-    taken as already prepared model input.
-    """
-    if isinstance(image, torch.Tensor):
-        t = image.detach()
-        if t.dim() != 3 or t.shape[0] != 3:
-            raise DataError(f"a tensor image must be 3×H×W in [0, 1], got shape {tuple(t.shape)}")
-        return t.float() if t.is_floating_point() else t.float() / 255.0
-    if isinstance(image, (str, os.PathLike)):
-        rgb = load_image(image)
-    elif isinstance(image, (Image.Image, np.ndarray)):
-        rgb = to_rgb_uint8(image)
-    else:
-        raise DataError(
-            f"cannot read an image from {type(image).__name__}; pass a file path, a PIL image, a numpy array "
-            f"or a 3×H×W tensor"
-        )
-    return image_tensor(rgb)

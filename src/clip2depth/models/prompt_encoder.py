@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import open_clip
 import torch
 from open_clip.transformer import text_global_pool
 from torch import nn
 
 from clip2depth.errors import ConfigError
-from clip2depth.models.text_towers import PLACEHOLDER_ID, SequenceLayout, pooled_position, text_tower_of
+from clip2depth.models.text_towers import (
+    PLACEHOLDER_ID,
+    SequenceLayout,
+    load_tokenizer,
+    mirror_layout,
+    pooled_position,
+    text_tower_of,
+)
 
 
 class PromptEncoder(nn.Module):
@@ -59,12 +65,19 @@ class PromptEncoder(nn.Module):
             self.text_projection.requires_grad_(False)
 
         width = int(self.token_embedding.weight.shape[1])
-        tokenizer = open_clip.get_tokenizer(tokenizer_name)
-        layout = SequenceLayout.from_tokenizer(tokenizer)
-        tokens = tokenizer([prompt])  # 1 × context
-        words = layout.words(tokens[0])
+        # Only a prompt needs the tokenizer (which may need an extra package); the mirror needs the layout.
+        words: list[int] = []
+        tokens = word_ids = None
+        if mode in ("language", "concat"):
+            tokenizer = load_tokenizer(tokenizer_name, purpose=f"prompt_mode {mode!r}")
+            layout = SequenceLayout.from_tokenizer(tokenizer)
+            tokens = tokenizer([prompt])  # 1 × context
+            words = layout.words(tokens[0])
+            word_ids = torch.tensor(words, dtype=torch.long)
+        elif mode == "mirror":
+            layout = mirror_layout(tokenizer_name)
         self.register_buffer("prompt_tokens", tokens, persistent=False)
-        self.register_buffer("prompt_word_ids", torch.tensor(words, dtype=torch.long), persistent=False)
+        self.register_buffer("prompt_word_ids", word_ids, persistent=False)
 
         self.mirror: nn.Parameter | None = None
         if mode in ("mirror", "concat"):
@@ -139,6 +152,8 @@ class PromptEncoder(nn.Module):
 
     def forward(self) -> torch.Tensor | None:
         """The query; cached when no gradient is wanted, recomputed whenever the mirror changed."""
+        if self.mode == "none":
+            return None
         if torch.is_grad_enabled() and self.mirror is not None and self.mirror.requires_grad:
             return self.compute_query()
         ref = self.mirror if self.mirror is not None else self.prompt_tokens

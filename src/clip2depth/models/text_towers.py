@@ -7,6 +7,10 @@ MobileCLIP) and in which position they pool (the highest token id = EOT for CLIP
 padded context for SigLIP, a given EOS id for some). :class:`TextTower` reads these from the built
 tower, and :class:`SequenceLayout` reads from the tokenizer where the special tokens and the padding
 go, so that a sequence of embeddings laid out like a tokenized text gives exactly ``encode_text``.
+
+The mirror itself needs no tokenizer, only that layout: :func:`mirror_layout` takes it from the model's
+configuration where the tokenizer would need an extra package (SigLIP 2's Gemma tokenizer needs
+``transformers``), so only the ``language`` and ``concat`` prompt modes need :func:`load_tokenizer`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import open_clip
 import torch
 from open_clip.transformer import TextTransformer, text_global_pool
 from torch import nn
@@ -24,6 +29,10 @@ from clip2depth.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 PLACEHOLDER_ID = -1  # template id of a position filled with free embeddings (never EOT, EOS or padding)
+TOKENIZER_EXTRA = "clip2depth[siglip]"
+"""The extra that installs ``transformers``, which open_clip's Hugging Face tokenizers (SigLIP's) need."""
+GEMMA_EOS_ID = 1
+"""End of text in the Gemma vocabulary of SigLIP 2 (0 pads, 2 begins a text but SigLIP 2 does not use it)."""
 _CLIP_TEXT_ATTRS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
 
 
@@ -72,14 +81,28 @@ def text_tower_of(clip: nn.Module) -> TextTower:
             attn_mask=text.attn_mask, pool_type=text.pool_type, eos_id=text.eos_id,
         )
     else:
-        raise ConfigError(
-            f"this CLIP's text tower is a {type(text).__name__} (a Hugging Face text model); the mirror "
-            "enters only open_clip's own text transformers (CLIP, SigLIP, EVA-CLIP, MobileCLIP, ConvNeXt "
-            "CLIPs): pick one of those models"
-        )
+        raise _hugging_face_text_error(f"this CLIP's text tower is a {type(text).__name__}")
     if tower.pool_type not in ("argmax", "eos", "first", "last"):
         raise ConfigError(f"text pooling {tower.pool_type!r} of this CLIP gives no single text feature")
     return tower
+
+
+def refuse_hugging_face_text(model_name: str, text_cfg: dict) -> None:
+    """Refuse, before anything is built, a CLIP whose open_clip ``text_cfg`` names a Hugging Face text model.
+
+    open_clip would need ``transformers`` to build it and then the mirror could not enter it anyway, so the
+    family is named instead of a missing package.
+    """
+    if text_cfg.get("hf_model_name"):
+        raise _hugging_face_text_error(f"CLIP {model_name} has a Hugging Face text tower ({text_cfg['hf_model_name']})")
+
+
+def _hugging_face_text_error(what: str) -> ConfigError:
+    return ConfigError(
+        f"{what}; clip2depth does not support CLIPs with Hugging Face text towers (such as the XLM-RoBERTa "
+        "and NLLB CLIPs): the mirror enters only open_clip's own text transformers (CLIP, SigLIP, EVA-CLIP, "
+        "MobileCLIP, ConvNeXt CLIPs). Pick one of those models"
+    )
 
 
 @dataclass(frozen=True)
@@ -138,3 +161,46 @@ def pooled_position(template: torch.Tensor, pool_type: str, eos_id: int | None) 
     """The position a tower pools for a (1-D) token-id template, by open_clip's own pooling rule."""
     positions = torch.arange(template.shape[0], dtype=torch.float32).view(1, -1, 1)
     return int(text_global_pool(positions, template.unsqueeze(0), pool_type, eos_token_id=eos_id)[0, 0])
+
+
+Tokenizer = Callable[[list[str]], torch.Tensor]
+"""open_clip's tokenizer interface: texts → N×context token ids."""
+
+
+def load_tokenizer(name: str, *, purpose: str) -> Tokenizer:
+    """open_clip's tokenizer for the CLIP ``name`` (a :class:`~clip2depth.models.clip_backbone.ClipBundle`'s
+    ``tokenizer_name``); ``purpose`` says what needs it, for the error.
+
+    Raises:
+        ConfigError: the tokenizer needs ``transformers`` and it is not installed (naming the extra), or its
+            files cannot be fetched from the Hugging Face Hub.
+    """
+    try:
+        return open_clip.get_tokenizer(name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{purpose} needs the tokenizer of CLIP {name}, which needs the transformers package ({exc}): "
+            f"pip install '{TOKENIZER_EXTRA}'"
+        ) from exc
+    except OSError as exc:  # Hugging Face tokenizer files neither cached nor reachable
+        raise ConfigError(
+            f"{purpose} needs the tokenizer of CLIP {name}, which could not be loaded ({exc}); connect to the "
+            "Hugging Face Hub once so that it is cached"
+        ) from exc
+
+
+def mirror_layout(tokenizer_name: str) -> SequenceLayout:
+    """The sequence layout the mirror is placed in, for the CLIP whose tokenizer is ``tokenizer_name``.
+
+    SigLIP 2 (open_clip's ``hf_tokenizer_name`` names a SigLIP 2 tokenizer, the rule open_clip itself uses to
+    pick the Gemma vocabulary): words, then end of text (:data:`GEMMA_EOS_ID`), then padding with the text
+    config's ``pad_id`` up to its ``context_length``; no ``transformers`` needed, nothing downloaded. Every
+    other family: read from its tokenizer (:func:`load_tokenizer`).
+    """
+    text_cfg = (open_clip.get_model_config(tokenizer_name) or {}).get("text_cfg") or {}
+    if "siglip2" in str(text_cfg.get("hf_tokenizer_name", "")).lower():
+        return SequenceLayout(
+            prefix_ids=(), suffix_ids=(GEMMA_EOS_ID,), pad_id=int(text_cfg.get("pad_id", 0)),
+            context_length=int(text_cfg["context_length"]),
+        )
+    return SequenceLayout.from_tokenizer(load_tokenizer(tokenizer_name, purpose="the mirror's sequence layout"))

@@ -1,7 +1,6 @@
 """Run reports: ``curves.png`` (loss and AbsRel against step), ``samples.png`` and ``report.md``.
 
-Figures are drawn on their own :class:`~matplotlib.figure.Figure` with the Agg canvas, so a caller's
-matplotlib backend is never changed.
+Figures come from :mod:`clip2depth.io.figures` (headless, written atomically).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import numpy as np
 from clip2depth.evaluation.protocol import markdown_table
 from clip2depth.io.atomic import atomic_path
 from clip2depth.io.colour import colorize_depth
+from clip2depth.io.figures import figure, save_png
 
 logger = logging.getLogger(__name__)
 
@@ -45,25 +45,11 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def _figure(**kwargs: Any) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-
-
 def plot_curves(log: list[dict[str, Any]], path: str | Path) -> None:
     """Training loss and validation AbsRel against step, side by side."""
     train = [r for r in log if "loss" in r]
     val = [r for r in log if "val_abs_rel" in r]
-    fig = _figure(figsize=(9, 3.2), dpi=100)
+    fig = figure(9, 3.2)
     axes = fig.subplots(1, 2)
     axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue")
     axes[0].set(xlabel="step", ylabel="SILog loss", title="training loss")
@@ -71,8 +57,7 @@ def plot_curves(log: list[dict[str, Any]], path: str | Path) -> None:
     axes[1].set(xlabel="step", ylabel="AbsRel", title="validation AbsRel")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_samples(examples: list[tuple[dict[str, Any], np.ndarray]], path: str | Path, *,
@@ -86,7 +71,7 @@ def plot_samples(examples: list[tuple[dict[str, Any], np.ndarray]], path: str | 
     from matplotlib.colors import Normalize
 
     n = len(examples)
-    fig = _figure(figsize=(13, 2.6 * max(n, 1)), dpi=90)
+    fig = figure(13, 2.6 * max(n, 1), dpi=90)
     axes = fig.subplots(max(n, 1), 4, squeeze=False)
     for row, (sample, pred) in enumerate(examples):
         rgb = sample["image"].permute(1, 2, 0).numpy()
@@ -104,8 +89,7 @@ def plot_samples(examples: list[tuple[dict[str, Any], np.ndarray]], path: str | 
         for col, title in enumerate(("RGB", "ground truth (m)", "prediction (m)", "|error| (m)")):
             axes[row, col].set_title(title if row == 0 else "")
             axes[row, col].axis("off")
-    fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def write_report(run_dir: str | Path, *, title: str, results: dict[str, dict[str, float]],

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from clip2depth.errors import CheckpointError
 from clip2depth.io.atomic import atomic_write_json
 from clip2depth.io.digest import file_digest
+from clip2depth.models.card import Validation
 from clip2depth.models.checkpoint import read_model_dir, save_pretrained, save_state
 from clip2depth.models.model import Clip2Depth
 
@@ -74,8 +75,9 @@ def _write(directory: Path, write: Any) -> None:
 
 
 def save_last(run_dir: Path, model: Clip2Depth, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-              state: TrainState, *, world: int, global_batch: int) -> None:
-    """Write ``run_dir/last`` (model + resume state)."""
+              state: TrainState, *, world: int, global_batch: int, recipe: dict[str, Any],
+              validation: Validation | None) -> None:
+    """Write ``run_dir/last`` (model, its card with ``recipe`` and the latest ``validation``, resume state)."""
     opt = optimizer.state_dict()
     tensors = _rng_tensors()
     scalars: dict[str, dict[str, float]] = {}
@@ -87,7 +89,7 @@ def save_last(run_dir: Path, model: Clip2Depth, optimizer: torch.optim.Optimizer
                 scalars.setdefault(str(idx), {})[key] = float(value)
 
     def write(partial: Path) -> None:
-        save_pretrained(model, partial)
+        save_pretrained(model, partial, recipe=recipe, validation=validation)
         digest = save_state(tensors, partial / RESUME_TENSORS)
         atomic_write_json(partial / RESUME_JSON, {
             "state": asdict(state),
@@ -102,10 +104,13 @@ def save_last(run_dir: Path, model: Clip2Depth, optimizer: torch.optim.Optimizer
     _write(run_dir / "last", write)
 
 
-def save_best(run_dir: Path, model: Clip2Depth, state: TrainState) -> None:
-    """Write ``run_dir/best`` (the model, with its step and validation AbsRel in ``config.json``)."""
+def save_best(run_dir: Path, model: Clip2Depth, state: TrainState, *, recipe: dict[str, Any],
+              validation: Validation) -> None:
+    """Write ``run_dir/best`` (the model, with its step and validation AbsRel in ``config.json`` and the
+    ``recipe`` and ``validation`` that made it best in its card)."""
     _write(run_dir / "best", lambda partial: save_pretrained(
-        model, partial, extra={"best": {"step": state.step, "abs_rel": state.best_abs_rel}}))
+        model, partial, extra={"best": {"step": state.step, "abs_rel": state.best_abs_rel}}, recipe=recipe,
+        validation=validation))
 
 
 def _swap_in(partial: Path, final: Path) -> None:

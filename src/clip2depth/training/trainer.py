@@ -28,6 +28,7 @@ from clip2depth.evaluation.metrics import MetricAverager
 from clip2depth.evaluation.protocol import EvalResult, evaluate
 from clip2depth.io.atomic import atomic_path
 from clip2depth.io.outputs import claim_output_dir
+from clip2depth.models.card import Validation
 from clip2depth.models.model import Clip2Depth
 from clip2depth.training.config import Recipe
 from clip2depth.training.datasets import AugmentedDataset, EpochBatchSampler, build_augment, build_datasets, collate
@@ -155,6 +156,7 @@ class Trainer:
         if t.compile:
             self.forward = torch.compile(self.forward)
 
+        self.last_validation: Validation | None = None  # for the model card of the next checkpoint
         if saved is not None:
             self.optimizer.load_state_dict(saved.optimizer)
             if saved.scaler and self.scaler.is_enabled():
@@ -171,7 +173,8 @@ class Trainer:
         self._check_finite()
         if self.ranks.is_main:
             save_last(self.run_dir, self.model, self.optimizer, self.scaler, self.state,
-                      world=self.ranks.world, global_batch=self.global_batch)
+                      world=self.ranks.world, global_batch=self.global_batch, recipe=self.recipe.to_dict(),
+                      validation=self.last_validation)
         self.saved_step = self.state.step
 
     def _check_finite(self) -> None:
@@ -317,6 +320,7 @@ class Trainer:
     def _validate_and_save(self) -> None:
         s = self.state
         result = self.validate()
+        self.last_validation = Validation(step=s.step, metrics=dict(result.metrics), count=result.count)
         abs_rel = result.metrics["abs_rel"]
         self.log.record({"step": s.step, **{f"val_{k}": v for k, v in result.metrics.items()},
                          "val_count": result.count})
@@ -328,7 +332,7 @@ class Trainer:
             s.best_abs_rel, s.best_step = abs_rel, s.step
         self.save_checkpoint()
         if improved and self.ranks.is_main:
-            save_best(self.run_dir, self.model, s)
+            save_best(self.run_dir, self.model, s, recipe=self.recipe.to_dict(), validation=self.last_validation)
         barrier(self.ranks)
 
     def _signal_handler(self, signum: int, _frame: Any) -> None:
