@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import io
@@ -20,10 +21,11 @@ import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import io as scipy_io
 
-from clip2depth.data import download
+from clip2depth.data import download, prepare
 from clirun import assert_user_error, run_cli
-from fakedata import HTML_PAGE, nyu_labeled_mat, zip_bytes
+from fakedata import HTML_PAGE, KITTI_DRIVE, kitti_files, nyu_labeled_mat, zip_bytes
 from httpserver import FileServer
 
 MAT, SYNC = "nyu_depth_v2_labeled.mat", "sync.zip"
@@ -610,3 +612,52 @@ def test_checksums_file_damaged_is_rewritten(nyu_host, tmp_path):
     (root / ".downloads" / "checksums.json").write_text('{"sync.zip": "ab')  # cut mid-write by an older version
     _assert_completes(root, server, lists, "train")
     assert set(json.loads((root / ".downloads" / "checksums.json").read_text())) == {SYNC}
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (HTML_PAGE, "cannot read NYU splits file"),
+    (b"MATLAB 5.0 MAT-file", "cannot read NYU splits file"),
+    (None, "the test split must name frames 1..1449"),
+])
+def test_get_with_a_bad_splits_file_fetches_nothing(nyu_host, tmp_path, content, fragment):
+    server, lists = nyu_host
+    splits = tmp_path / "my_splits.mat"
+    if content is None:
+        scipy_io.savemat(splits, {"trainNdxs": np.array([[1]]), "testNdxs": np.array([[1], [1450]])})
+    else:
+        splits.write_bytes(content)
+    result = _get(tmp_path / "nyu", server.url, [*lists[2:], "--nyu-splits", splits], "--only", "test")
+    assert_user_error(result, str(splits), fragment)
+    downloads = tmp_path / "nyu" / ".downloads"
+    assert not (downloads / MAT).exists() and not (downloads / f"{MAT}.part").exists()
+
+
+KITTI_DRIVE_ZIP = f"raw_data/{KITTI_DRIVE}/{KITTI_DRIVE}_sync.zip"
+KITTI_FAULTS = {
+    "drive-truncated": (KITTI_DRIVE_ZIP, _truncated, f"{KITTI_DRIVE}_sync.zip", "truncated or corrupt"),
+    "annotated-wrong-contents": ("data_depth_annotated.zip", _other_zip, "data_depth_annotated.zip",
+                                 "unpacks without 1 of the 1 files"),
+    "calib-web-page": ("raw_data/2011_09_26_calib.zip", lambda _: HTML_PAGE, "2011_09_26_calib.zip",
+                       "is a web page"),
+}
+
+
+@pytest.mark.parametrize("fault", list(KITTI_FAULTS))
+def test_bad_kitti_archive_is_removed_and_a_rerun_with_a_good_mirror_completes(tmp_path, monkeypatch, fault):
+    files, test_list = kitti_files(tmp_path)
+    real = prepare.sources_for
+    # The look-alike annotated-depth archive cannot match the real file's recorded md5.
+    monkeypatch.setattr(prepare, "sources_for",
+                        lambda *a, **k: [dataclasses.replace(s, md5=None) for s in real(*a, **k)])
+    path, make, name, fragment = KITTI_FAULTS[fault]
+    root = tmp_path / "kitti"
+    args = ["-q", "data", "get", "kitti", "--root", root, "--only", "test", "--test-list", test_list, "--mirror"]
+    with FileServer({**files, path: make(files[path])}) as bad:
+        result = run_cli(*args, bad.url)
+    assert_user_error(result, name, fragment, "run the same command again")
+    _assert_nothing_recorded(root, name)
+    with FileServer(files) as good:
+        again = run_cli(*args, good.url)
+    assert again.code == 0, again.err
+    assert "kitti test: complete" in again.out
+    assert download.recorded_checksums(root)[name] == hashlib.sha256(files[path]).hexdigest()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clip2depth.data.check import PartReport
 
 NAME = "data"
 HELP = "download NYU Depth v2 or KITTI (data get) and check a dataset folder (data check)"
@@ -42,8 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     get.add_argument("--dry-run", action="store_true", help="print the files and sizes, download nothing")
     get.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry (60)")
     check = sub.add_parser("check", help="compare a dataset folder with the split lists",
-                           description="Report missing, unreadable and wrong-size files; exit 0 only when "
-                                       "every listed file is there.")
+                           description="Decode every file the split lists name and report missing, unreadable "
+                                       "(truncated, corrupt), wrong-size and permission-denied ones; exit 0 only "
+                                       "when every listed file is there and whole.")
     _common(check)
     check.add_argument("--gt-root", default=None,
                        help="KITTI annotated depth folder (default: ROOT/data_depth_annotated)")
@@ -55,7 +60,7 @@ def _parts(args: argparse.Namespace) -> list[str]:
 
 
 def run_check(dataset: str, root: str, parts: list[str], *, lists: dict[str, str | None],
-              gt_root: str | None = None) -> list:
+              gt_root: str | None = None) -> list[PartReport]:
     """Check ``parts``, print the report; returns the reports of the incomplete parts."""
     from clip2depth.data.check import check_part, format_report
     from clip2depth.io.progress import progress_enabled
@@ -108,6 +113,6 @@ def run(args: argparse.Namespace) -> int:
     incomplete = run_check(args.dataset, args.root, _parts(args), lists=lists)
     if incomplete:
         raise DataError(f"the download finished but {', '.join(r.part for r in incomplete)} is incomplete (see "
-                        "above): the archives hold files the check refuses; fetch them from another host (--mirror) "
-                        "or correct the split list")
+                        "above): the split list names files no archive holds, or the archives hold files the check "
+                        "refuses; correct the list, or fetch those files from another host (--mirror)")
     return 0
