@@ -48,7 +48,8 @@ def test_connection_lost_on_every_attempt_keeps_the_part_file(server, tmp_path):
     server.drop_after["files/blob.bin"] = 200_000
     with pytest.raises(DataError) as info:
         fetch(_source(), tmp_path, mirror=server.url, timeout=10, attempts=1, show_progress=False)
-    assert "blob.bin" in str(info.value) and "run the same command again to continue" in str(info.value)
+    assert "blob.bin" in str(info.value) and "200.0 kB received are kept" in str(info.value)
+    assert "run the same command again to continue" in str(info.value)
     assert "try the other host" in str(info.value)
     assert (download.downloads_dir(tmp_path) / "blob.bin.part").stat().st_size == 200_000
     assert fetch(_source(), tmp_path, mirror=server.url, show_progress=False).read_bytes() == PAYLOAD

@@ -260,6 +260,24 @@ def test_connection_dropped_on_every_attempt_keeps_the_part_for_the_next_run(nyu
 # Values and folders.
 
 
+def test_host_that_refuses_every_attempt_says_nothing_was_received(tmp_path):
+    with FileServer({}) as server:
+        url = server.url
+    result = run_cli("-q", "data", "get", "nyu", "--root", tmp_path / "nyu", "--only", "test", "--mirror", url,
+                     "--timeout", "2")
+    line = assert_user_error(result, "cannot download nyu_depth_v2_labeled.mat", "(5 attempts)",
+                             "nothing was received: run the same command again later", "alternatives")
+    assert "kept" not in line
+
+
+def test_check_with_a_ground_truth_folder_that_is_not_one(tmp_path):
+    (tmp_path / "gt").write_text("")
+    for gt in (tmp_path / "gt", tmp_path / "missing"):
+        line = assert_user_error(run_cli("data", "check", "kitti", "--root", tmp_path, "--only", "test",
+                                         "--gt-root", gt), f"ground-truth folder {gt}")
+        assert "data get" not in line
+
+
 @pytest.mark.parametrize(("flags", "fragment"), [
     (["--timeout", "0"], "timeout=0:"),
     (["--timeout", "-1"], "timeout=-1:"),

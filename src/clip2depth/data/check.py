@@ -156,6 +156,9 @@ def check_part(dataset: str, root: str | Path, part: str, *, list_file: str | Pa
     """
     root = Path(root)
     split = read_part_list(dataset, part, list_file)
+    if gt_root is not None and not Path(gt_root).is_dir():
+        what = "is a file, not a folder" if os.path.lexists(gt_root) else "does not exist"
+        raise DataError(f"ground-truth folder {gt_root} {what}; pass the folder holding the annotated depth maps")
     report = PartReport(part=part, listed=len(split.parsed.entries) + split.parsed.skipped_no_gt)
     gt = Path(gt_root) if gt_root else None
     for rgb, depth, _ in progress(split.parsed.entries, enabled=show_progress, desc=f"check {dataset} {part}",

@@ -391,8 +391,10 @@ def fetch(
             reason = str(exc)
             logger.warning("%s: %s (attempt %d of %d)", source.name, reason, attempt, attempts)
     else:
-        raise _fail(source, url, f"{reason}; the partial file {part} is kept, run the same command again to "
-                                 "continue")
+        kept = part.stat().st_size if part.exists() else 0
+        then = (f"the {human_bytes(kept)} received are kept in {part}: run the same command again to continue"
+                if kept else "nothing was received: run the same command again later")
+        raise _fail(source, url, f"{reason} ({attempts} attempts); {then}")
     try:
         got = part.stat().st_size
         if total is not None and got != total:
