@@ -73,6 +73,15 @@ def test_server_without_range_restarts_from_zero(server, tmp_path):
     assert path.read_bytes() == PAYLOAD
 
 
+def test_part_longer_than_the_known_size_starts_again_without_asking_the_host(server, tmp_path):
+    part = download.downloads_dir(tmp_path) / "blob.bin.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(PAYLOAD + b"junk")
+    path = fetch(_source(size=len(PAYLOAD)), tmp_path, mirror=server.url, timeout=10, show_progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.requests == [("files/blob.bin", None)]
+
+
 def test_404_names_the_file_and_the_alternatives(server, tmp_path):
     with pytest.raises(DataError) as info:
         fetch(_source("gone.zip"), tmp_path, mirror=server.url, timeout=10, show_progress=False)

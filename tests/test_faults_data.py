@@ -29,6 +29,8 @@ from fakedata import HTML_PAGE, KITTI_DRIVE, kitti_files, nyu_labeled_mat, zip_b
 from httpserver import FileServer
 
 MAT, SYNC = "nyu_depth_v2_labeled.mat", "sync.zip"
+S3_ERROR = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied'
+            b'</Message></Error>')
 
 
 def _get(root, url, lists, *extra):
@@ -103,8 +105,9 @@ def _empty_zip(_: bytes) -> bytes:
 SYNC_FAULTS = {
     "truncated": (_truncated, None, "truncated or corrupt"),
     "member-crc-differs": (_crc_flipped, None, "truncated or corrupt"),
-    "html-as-octet-stream": (lambda _: HTML_PAGE, None, "is a web page (HTML), not sync.zip"),
+    "html-as-octet-stream": (lambda _: HTML_PAGE, None, "or an error document (XML), not sync.zip"),
     "html-content-type": (lambda _: HTML_PAGE, "text/html", "web page (Content-Type text/html)"),
+    "s3-xml-error": (lambda _: S3_ERROR, "application/xml", "is a web page (HTML) or an error document (XML)"),
     "wrong-contents": (_other_zip, None, "unpacks without 16 of the 16 files"),
     "empty-zip": (_empty_zip, None, "unpacks without 16 of the 16 files"),
 }

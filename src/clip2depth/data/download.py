@@ -330,8 +330,8 @@ def verify(source: Source, path: Path, root: str | Path) -> None:
     """Check ``path`` against what is known of ``source``; :class:`BadDownload` when it is a web page, or
     its size, a checksum from ``sources.py`` or one recorded (and confirmed) in this root differs."""
     if is_web_page(path):
-        raise BadDownload(f"{path} is a web page (HTML), not {source.name}: the host served an error, login or "
-                          "quota page in its place")
+        raise BadDownload(f"{path} is a web page (HTML) or an error document (XML), not {source.name}: the host "
+                          "served an error, login or quota page in its place")
     size = path.stat().st_size
     if source.size is not None and size != source.size:
         raise BadDownload(f"{path}: {size} bytes, {source.name} has {source.size}: the download is truncated or "
