@@ -4,7 +4,8 @@
   (transposed as MATLAB stores them) plus a ``splits.mat`` and the matching test list;
 - :func:`nyu_sync_zip`: the BTS ``sync.zip`` layout with its train list;
 - :func:`kitti_files`: a raw drive zip, its calibration zip and ``data_depth_annotated.zip`` with a
-  test list naming frames with and without ground truth.
+  test list naming frames with and without ground truth;
+- what hosts serve in place of a file: :data:`HTML_PAGE`, :func:`zip_bytes` of other files.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ def _jpg(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Google Drive - Quota exceeded</title></head>\n<body><p>Too many "
+             b"users have viewed or downloaded this file recently.</p></body></html>\n")
+"""A quota page, as hosts serve it with status 200 in place of the file."""
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    """A zip archive (deflated) of ``{member name: bytes}``."""
+    return _zip(entries)
+
+
 def _zip(entries: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -50,9 +61,10 @@ def nyu_depth(index: int) -> np.ndarray:
     return depth
 
 
-def nyu_labeled_mat(folder: Path) -> tuple[bytes, Path, Path]:
-    """(bytes of a 4-frame labeled .mat, its splits.mat, the test list of the :data:`NYU_TEST_NDX` frames)."""
-    n = len(NYU_SCENES)
+def nyu_labeled_mat(folder: Path, *, frames: int = len(NYU_SCENES)) -> tuple[bytes, Path, Path]:
+    """(bytes of a labeled .mat of ``frames`` frames, its splits.mat, the test list of the :data:`NYU_TEST_NDX`
+    frames); fewer than 4 frames make a file too short for its split."""
+    n = frames
     images = np.zeros((n, 480, 640, 3), dtype=np.uint8)
     for i in range(n):
         images[i, :, :, 0] = 40 * (i + 1)
@@ -64,7 +76,7 @@ def nyu_labeled_mat(folder: Path) -> tuple[bytes, Path, Path]:
         f.create_dataset("rawDepths", data=depths.transpose(0, 2, 1))
         f.create_dataset("depths", data=(depths + 0.1).transpose(0, 2, 1))
         refs = [f.create_dataset(f"#refs#/s{i}", data=np.array([[ord(c)] for c in s], dtype=np.uint16)).ref
-                for i, s in enumerate(NYU_SCENES)]
+                for i, s in enumerate(NYU_SCENES[:n])]
         f.create_dataset("sceneTypes", data=np.array([refs], dtype=h5py.ref_dtype))
     splits = folder / "splits.mat"
     scipy_io.savemat(splits, {"trainNdxs": np.array([[1], [2]]), "testNdxs": np.array([[i] for i in NYU_TEST_NDX])})

@@ -6,9 +6,11 @@ Usage::
         server.url  # "http://127.0.0.1:PORT/"
         server.no_range = True          # ignore Range headers (answer 200 with the whole file)
         server.drop_after["path/file.zip"] = 1000  # close the connection after 1000 bytes, once
+        server.drop_always["path/file.zip"] = 1000  # ... on every request
+        server.content_types["path/file.zip"] = "text/html"  # the Content-Type sent (default octet-stream)
         server.requests                 # [(path, Range header or None), ...]
 
-Unknown paths answer 404.
+Unknown paths answer 404; a Range starting at or past the end answers 416 with ``Content-Range: bytes */SIZE``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class FileServer:
         self.files = dict(files)
         self.no_range = False
         self.drop_after: dict[str, int] = {}
+        self.drop_always: dict[str, int] = {}
+        self.content_types: dict[str, str] = {}
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -51,7 +55,7 @@ class FileServer:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Type", server.content_types.get(path, "application/octet-stream"))
                 self.send_header("Content-Length", str(len(data) - start))
                 self.send_header("Accept-Ranges", "none" if server.no_range else "bytes")
                 self.end_headers()
@@ -66,7 +70,7 @@ class FileServer:
                     return
                 data, start, end = found
                 path = self.path.lstrip("/")
-                limit = server.drop_after.pop(path, None)
+                limit = server.drop_after.pop(path, server.drop_always.get(path))
                 if limit is not None:
                     self.wfile.write(data[start:start + limit])
                     self.wfile.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
 import zipfile
 from collections import namedtuple
@@ -13,8 +14,8 @@ import pytest
 from PIL import Image
 
 from clip2depth.data import download, prepare, sources
-from clip2depth.data.download import fetch, gdrive_confirm_url
-from clip2depth.data.prepare import CorruptArchive, extract_zip
+from clip2depth.data.download import BadDownload, fetch, gdrive_confirm_url
+from clip2depth.data.prepare import extract_zip, install
 from clip2depth.errors import DataError
 from clirun import assert_user_error, run_cli
 from fakedata import KITTI_DRIVE, NYU_SCENES, NYU_TEST_NDX, kitti_files, nyu_depth
@@ -47,7 +48,8 @@ def test_connection_lost_on_every_attempt_keeps_the_part_file(server, tmp_path):
     server.drop_after["files/blob.bin"] = 200_000
     with pytest.raises(DataError) as info:
         fetch(_source(), tmp_path, mirror=server.url, timeout=10, attempts=1, show_progress=False)
-    assert "blob.bin" in str(info.value) and "re-run to continue" in str(info.value)
+    assert "blob.bin" in str(info.value) and "200.0 kB received are kept" in str(info.value)
+    assert "run the same command again to continue" in str(info.value)
     assert "try the other host" in str(info.value)
     assert (download.downloads_dir(tmp_path) / "blob.bin.part").stat().st_size == 200_000
     assert fetch(_source(), tmp_path, mirror=server.url, show_progress=False).read_bytes() == PAYLOAD
@@ -71,6 +73,15 @@ def test_server_without_range_restarts_from_zero(server, tmp_path):
     assert path.read_bytes() == PAYLOAD
 
 
+def test_part_longer_than_the_known_size_starts_again_without_asking_the_host(server, tmp_path):
+    part = download.downloads_dir(tmp_path) / "blob.bin.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(PAYLOAD + b"junk")
+    path = fetch(_source(size=len(PAYLOAD)), tmp_path, mirror=server.url, timeout=10, show_progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.requests == [("files/blob.bin", None)]
+
+
 def test_404_names_the_file_and_the_alternatives(server, tmp_path):
     with pytest.raises(DataError) as info:
         fetch(_source("gone.zip"), tmp_path, mirror=server.url, timeout=10, show_progress=False)
@@ -84,13 +95,29 @@ def test_wrong_checksum_keeps_nothing(server, tmp_path):
     assert list(download.downloads_dir(tmp_path).iterdir()) == []
 
 
-def test_checksum_recorded_after_first_download_then_enforced(server, tmp_path):
+def test_fetch_records_nothing_the_checks_after_it_decide(server, tmp_path):
     path = fetch(_source(), tmp_path, mirror=server.url, timeout=10, show_progress=False)
-    assert download.recorded_checksums(tmp_path) == {"blob.bin": hashlib.sha256(PAYLOAD).hexdigest()}
-    path.unlink()
-    server.files["files/blob.bin"] = PAYLOAD[::-1]  # the host now serves other bytes
-    with pytest.raises(DataError, match="checksum differs"):
+    assert path.read_bytes() == PAYLOAD
+    assert download.recorded_checksums(tmp_path) == {}
+    assert not download.done_marker(tmp_path, "blob.bin").exists()
+
+
+def test_recorded_checksum_is_enforced_only_once_confirmed_by_a_done_marker(server, tmp_path):
+    folder = download.downloads_dir(tmp_path)
+    other = hashlib.sha256(PAYLOAD[::-1]).hexdigest()
+    # clip2depth 0.1.0 recorded a checksum right after the download and marked the file "unpacked": not trusted.
+    folder.mkdir(parents=True)
+    (folder / "checksums.json").write_text(json.dumps({"blob.bin": other}))
+    download.done_marker(tmp_path, "blob.bin").write_text("unpacked\n")
+    assert download.confirmed_checksum(tmp_path, "blob.bin") is None
+    assert fetch(_source(), tmp_path, mirror=server.url, timeout=10, show_progress=False).read_bytes() == PAYLOAD
+    (folder / "blob.bin").unlink()
+    download.record_done(tmp_path, "blob.bin", other)  # what passed every gate
+    assert download.confirmed_checksum(tmp_path, "blob.bin") == other
+    with pytest.raises(DataError, match="checksum differs from the recorded .* unpacked into this root before"):
         fetch(_source(), tmp_path, mirror=server.url, timeout=10, show_progress=False)
+    assert download.recorded_checksums(tmp_path) == {"blob.bin": other}
+    assert not (folder / "blob.bin").exists()
 
 
 def test_file_placed_by_hand_is_verified_not_fetched(server, tmp_path):
@@ -100,8 +127,9 @@ def test_file_placed_by_hand_is_verified_not_fetched(server, tmp_path):
     assert fetch(_source(sha256=hashlib.sha256(PAYLOAD).hexdigest()), tmp_path, mirror=server.url).is_file()
     assert server.requests == []
     (folder / "blob.bin").write_bytes(PAYLOAD[:-1])
-    with pytest.raises(DataError, match="checksum differs"):
+    with pytest.raises(DataError, match="checksum differs.*was deleted"):
         fetch(_source(sha256=hashlib.sha256(PAYLOAD).hexdigest()), tmp_path, mirror=server.url)
+    assert not (folder / "blob.bin").exists()
 
 
 def test_recorded_md5_of_the_annotated_depth_is_checked(tmp_path):
@@ -135,22 +163,28 @@ def _zip_file(path, entries):
     return path
 
 
-def test_truncated_archive_extracts_nothing(tmp_path):
+def _drive_source(name: str = "d.zip") -> sources.Source:
+    return sources.Source(dataset="kitti", name=name, host="http://unused.invalid/", path=name,
+                          parts=frozenset({"test"}), approx_bytes=1000)
+
+
+def test_truncated_archive_unpacks_nothing(tmp_path):
     archive = _zip_file(tmp_path / "a.zip", {f"sync/s/{i}.txt": b"x" * 1000 for i in range(5)})
     archive.write_bytes(archive.read_bytes()[:-200])  # the central directory is cut off
-    dest = tmp_path / "root"
-    with pytest.raises(CorruptArchive, match="truncated or corrupt"):
-        extract_zip(archive, dest, show_progress=False)
-    assert list(dest.iterdir()) == []
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(BadDownload, match="truncated or corrupt"):
+        install(_drive_source(), archive, root, {}, show_progress=False)
+    assert list(root.iterdir()) == []
 
 
-def test_corrupt_archive_is_deleted_for_a_fresh_download(tmp_path):
-    archive = _zip_file(tmp_path / "sync.zip", {"sync/a.txt": b"x"})
-    archive.write_bytes(archive.read_bytes()[:30])
-    source = _source("sync.zip")
-    with pytest.raises(DataError, match="download it anew"):
-        prepare.unpack(source, archive, tmp_path / "root", show_progress=False)
-    assert not archive.exists()
+def test_member_whose_bytes_differ_from_its_crc_is_a_bad_download(tmp_path):
+    archive = _zip_file(tmp_path / "a.zip", {"2011_09_26/a.txt": b"abcdefgh" * 100})
+    data = bytearray(archive.read_bytes())
+    data[data.index(b"abcdefgh") + 3] ^= 0xFF  # stored, not deflated: flip one byte of the member
+    archive.write_bytes(bytes(data))
+    with pytest.raises(BadDownload, match="Bad CRC-32"):
+        extract_zip(archive, tmp_path / "out", show_progress=False)
 
 
 def test_ctrl_c_during_extraction_leaves_no_half_folder(tmp_path, monkeypatch):
@@ -167,17 +201,17 @@ def test_ctrl_c_during_extraction_leaves_no_half_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(zipfile.ZipFile, "extract", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        extract_zip(archive, dest, show_progress=False)
+        install(_drive_source(), archive, dest, {}, show_progress=False)
     assert sorted(p.name for p in dest.iterdir()) == ["2011_09_26"]
     assert [p.name for p in (dest / "2011_09_26").iterdir()] == ["other_sync"]
     monkeypatch.setattr(zipfile.ZipFile, "extract", real_extract)
-    assert extract_zip(archive, dest, show_progress=False) == 6  # the re-run completes it
-    assert len(list((dest / "2011_09_26" / "drive_sync").iterdir())) == 6
+    install(_drive_source(), archive, dest, {}, show_progress=False)  # the re-run completes it
+    assert sorted(p.name for p in (dest / "2011_09_26" / "drive_sync").iterdir()) == [f"{i}.png" for i in range(6)]
 
 
 def test_archive_member_outside_the_folder_is_refused(tmp_path):
     archive = _zip_file(tmp_path / "evil.zip", {"../escape.txt": b"x"})
-    with pytest.raises(DataError, match="outside"):
+    with pytest.raises(BadDownload, match="outside"):
         extract_zip(archive, tmp_path / "root", show_progress=False)
     assert not (tmp_path / "escape.txt").exists()
 
@@ -223,14 +257,15 @@ def test_check_reports_missing_unreadable_and_wrong_size(nyu_host, tmp_path):
     (scene / "sync_depth_00001.png").write_bytes(b"not a png")
     Image.new("RGB", (320, 240)).save(scene / "rgb_00002.jpg")
     result = run_cli("data", "check", "nyu", "--root", root, "--only", "train", *lists[2:])
-    assert_user_error(result, "incomplete", "data get nyu")
+    assert_user_error(result, "incomplete", "delete the unreadable and wrong-size files",
+                      f"data get nyu --root {root} --only train --train-list {lists[3]}")
     assert "1 files missing, 1 unreadable, 1 of the wrong size" in result.out
     assert "rgb_00000.jpg" in result.out and "sync_depth_00001.png" in result.out and "320×240" in result.out
 
 
 def test_check_of_an_empty_folder_fails(tmp_path):
     result = run_cli("data", "check", "kitti", "--root", tmp_path, "--only", "test")
-    assert_user_error(result, "incomplete")
+    assert_user_error(result, "incomplete", "fetch the missing files with: clip2depth data get kitti")
     assert "697 list lines" in result.out
 
 
@@ -289,6 +324,6 @@ def test_sources_cover_the_packaged_splits():
 def test_check_reads_list_files_as_eval_does_comments_blank_lines_and_tabs(tmp_path):
     listing = tmp_path / "test.txt"
     listing.write_text("# my test split\n\nscene a/rgb 1.jpg\tscene a/depth 1.png\t518.8579\n")
-    result = run_cli("data", "check", "nyu", "--root", tmp_path / "nyu", "--only", "test", "--test-list", listing)
+    result = run_cli("data", "check", "nyu", "--root", tmp_path, "--only", "test", "--test-list", listing)
     assert_user_error(result, "incomplete")
     assert "1 list lines" in result.out and "scene a/rgb 1.jpg" in result.out

@@ -130,7 +130,8 @@ def stage_data(opts: ReproduceOptions) -> str:
     if not opts.download:
         raise DataError(f"{opts.dataset} under {opts.data_root} is incomplete ({', '.join(missing)}); pass "
                         f"--download, or run: clip2depth data check {opts.dataset} --root {opts.data_root}")
-    result = get_dataset(opts.dataset, opts.data_root, mirror=opts.mirror, test_list=opts.test_list,
+    result = get_dataset(opts.dataset, opts.data_root, mirror=opts.mirror, train_list=opts.train_list,
+                         test_list=opts.test_list,
                          splits_file=opts.nyu_splits, show_progress=opts.show_progress)
     missing = incomplete()
     if missing:
@@ -292,7 +293,8 @@ def _count_list(dataset: str, part: str, list_file: str | None) -> int:
 def dry_run_plan(opts: ReproduceOptions) -> str:
     """The plan, sizes and GPU-hour estimate, computed without network or training."""
     recipe = recipe_for(opts)
-    plan = download_plan(opts.dataset, opts.data_root, mirror=opts.mirror, test_list=opts.test_list, online=False)
+    plan = download_plan(opts.dataset, opts.data_root, mirror=opts.mirror, train_list=opts.train_list,
+                         test_list=opts.test_list, online=False)
     to_fetch = sum(size for _, size, _ in plan)
     c = cost(recipe, train_items=_count_list(opts.dataset, "train", opts.train_list),
              test_items=_count_list(opts.dataset, "test", opts.test_list))

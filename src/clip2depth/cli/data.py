@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clip2depth.data.check import PartReport
 
 from clip2depth.cli.options import (
     add_dataset_parts,
@@ -43,8 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_dry_run(get)
     get.add_argument("--timeout", type=positive_float, default=60.0, help="seconds without data before a retry (60)")
     check = sub.add_parser("check", help="compare a dataset folder with the split lists",
-                           description="Report missing, unreadable and wrong-size files; exit 0 only when "
-                                       "every listed file is there.")
+                           description="Decode every file the split lists name and report missing, unreadable "
+                                       "(truncated, corrupt), wrong-size and permission-denied ones; exit 0 only "
+                                       "when every listed file is there and whole.")
     _common(check)
     add_gt_root(check, unset="ROOT/data_depth_annotated")
     return p
@@ -55,8 +60,8 @@ def _parts(args: argparse.Namespace) -> list[str]:
 
 
 def run_check(dataset: str, root: str, parts: list[str], *, lists: dict[str, str | None],
-              gt_root: str | None = None) -> list[str]:
-    """Check ``parts``, print the report; returns the incomplete parts."""
+              gt_root: str | None = None) -> list[PartReport]:
+    """Check ``parts``, print the report; returns the reports of the incomplete parts."""
     from clip2depth.data.check import check_part, format_report
     from clip2depth.io.progress import progress_enabled
 
@@ -66,7 +71,7 @@ def run_check(dataset: str, root: str, parts: list[str], *, lists: dict[str, str
                             show_progress=progress_enabled())
         print(format_report(dataset, report))
         if not report.complete:
-            incomplete.append(part)
+            incomplete.append(report)
     return incomplete
 
 
@@ -79,14 +84,19 @@ def run(args: argparse.Namespace) -> int:
     lists = {"train": args.train_list, "test": args.test_list}
     only_flag = f" --only {args.only}" if args.only else ""
     if args.data_command == "check":
+        from clip2depth.data.check import require_root, what_to_do
+
+        require_root(args.dataset, args.root)
         incomplete = run_check(args.dataset, args.root, _parts(args), lists=lists, gt_root=args.gt_root)
         if incomplete:
-            raise DataError(f"{args.dataset} under {args.root} is incomplete ({', '.join(incomplete)}); fetch it "
-                            f"with: clip2depth data get {args.dataset} --root {args.root}{only_flag}")
+            list_flags = "".join(f" --{part}-list {lists[part]}" for part in _parts(args) if lists[part])
+            get = f"clip2depth data get {args.dataset} --root {args.root}{only_flag}{list_flags}"
+            raise DataError(f"{args.dataset} under {args.root} is incomplete "
+                            f"({', '.join(r.part for r in incomplete)}; listed above): {what_to_do(incomplete, get)}")
         return 0
 
-    plan = download_plan(args.dataset, args.root, only=args.only, mirror=args.mirror, test_list=args.test_list,
-                         online=not args.dry_run)
+    plan = download_plan(args.dataset, args.root, only=args.only, mirror=args.mirror, train_list=args.train_list,
+                         test_list=args.test_list, online=not args.dry_run, timeout=args.timeout)
     total = sum(size for _, size, _ in plan)
     estimated = any(not exact for _, size, exact in plan if size)
     print(f"{args.dataset}{only_flag}: {len(plan)} files to fetch, {'about ' if estimated else ''}"
@@ -97,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     result = get_dataset(args.dataset, args.root, only=args.only, mirror=args.mirror,
-                         keep_archives=args.keep_archives, test_list=args.test_list, splits_file=args.nyu_splits,
-                         timeout=args.timeout,
-                         show_progress=progress_enabled(), plan=plan)
+                         keep_archives=args.keep_archives, train_list=args.train_list, test_list=args.test_list,
+                         splits_file=args.nyu_splits, timeout=args.timeout, show_progress=progress_enabled(), plan=plan)
     print(f"fetched and unpacked {len(result.done)} files ({len(result.skipped)} were done before)")
     incomplete = run_check(args.dataset, args.root, _parts(args), lists=lists)
     if incomplete:
-        raise DataError(f"the download finished but {', '.join(incomplete)} is incomplete (see above); the "
-                        "split list and the archives disagree")
+        raise DataError(f"the download finished but {', '.join(r.part for r in incomplete)} is incomplete (see "
+                        "above): the split list names files no archive holds, or the archives hold files the check "
+                        "refuses; correct the list, or fetch those files from another host (--mirror)")
     return 0

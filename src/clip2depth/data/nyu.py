@@ -135,6 +135,7 @@ def load_nyu_splits(splits_file: str | Path | None = None) -> dict[str, np.ndarr
     """
     try:
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
     except ImportError:
         raise DataError("reading the NYU splits .mat file needs scipy: pip install scipy") from None
 
@@ -147,7 +148,7 @@ def load_nyu_splits(splits_file: str | Path | None = None) -> dict[str, np.ndarr
             mat = loadmat(str(splits_file))
     except FileNotFoundError:
         raise DataError(f"{source}: NYU splits file not found") from None
-    except (OSError, ValueError, TypeError, NotImplementedError) as exc:
+    except (OSError, ValueError, TypeError, NotImplementedError, MatReadError) as exc:
         raise DataError(f"{source}: cannot read NYU splits file ({exc})") from None
     try:
         return {

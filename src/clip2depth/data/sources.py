@@ -5,13 +5,14 @@ This is the one place to edit when a host moves: each file is a :class:`Source` 
 the same files under the same relative paths.
 
 Checksums: a ``sha256`` (or ``md5``) given here is verified after every download. Where none is
-recorded, the downloader computes the SHA-256 after the first complete download, stores it in
-``<root>/.downloads/checksums.json`` (later re-downloads into that root must match it) and logs the
-line to paste here.
+recorded, the downloader stores the SHA-256 of the first download that passed every check (it opens,
+unpacks, and holds the files the split list names) in ``<root>/.downloads/checksums.json`` (later
+re-downloads into that root must match it) and logs the line to paste here.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 
 from clip2depth.data.base import packaged_list, read_list
@@ -66,7 +67,7 @@ class Source:
         approx_bytes: size for the plan and the disk-space check when the host gives none.
         size: exact size in bytes, where recorded.
         sha256 / md5: checksum, where recorded (hex).
-        unpack: ``zip`` (extract), ``nyu-mat`` (convert the official test split) or ``none``.
+        unpack: ``zip`` (extract) or ``nyu-mat`` (convert the official test split).
         dest: sub-folder of the root the archive is extracted into (``""``: the root itself).
         alternatives: what to do when the host is down (shown with every download error).
     """
@@ -86,10 +87,24 @@ class Source:
     alternatives: str = ""
 
     def url(self, mirror: str | None = None) -> str:
-        """The download URL; with ``mirror``, ``mirror/path``."""
-        if mirror:
-            return mirror.rstrip("/") + "/" + self.path
+        """The download URL; with ``mirror`` (checked by :func:`check_mirror`), ``mirror/path``."""
+        if mirror is not None:
+            return check_mirror(mirror).rstrip("/") + "/" + self.path
         return self.direct_url or self.host + self.path
+
+
+def check_mirror(mirror: str) -> str:
+    """``mirror`` when it is an ``http://`` or ``https://`` base URL; :class:`ConfigError` naming it otherwise."""
+    try:
+        parsed = urllib.parse.urlsplit(mirror)
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise ConfigError(f"mirror {mirror!r} is not a valid URL ({exc}); give the base URL the files lie under, "
+                          "e.g. https://example.org/datasets/nyu/") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or not mirror.isprintable() or " " in mirror:
+        raise ConfigError(f"mirror {mirror!r} is not an http:// or https:// URL; give the base URL the files lie "
+                          "under, e.g. https://example.org/datasets/nyu/")
+    return mirror
 
 
 _MIRROR_HINT = "or pass --mirror BASE_URL pointing at a copy of the same files"
