@@ -282,10 +282,10 @@ def test_check_with_a_ground_truth_folder_that_is_not_one(tmp_path):
 
 
 @pytest.mark.parametrize(("flags", "fragment"), [
-    (["--timeout", "0"], "timeout=0:"),
-    (["--timeout", "-1"], "timeout=-1:"),
-    (["--timeout", "nan"], "timeout=nan"),
-    (["--timeout", "inf"], "timeout=inf"),
+    (["--timeout", "0"], "argument --timeout: '0' is not a finite number above 0"),
+    (["--timeout", "-1"], "argument --timeout: '-1' is not a finite number above 0"),
+    (["--timeout", "nan"], "argument --timeout: 'nan' is not a finite number above 0"),
+    (["--timeout", "inf"], "argument --timeout: 'inf' is not a finite number above 0"),
     (["--mirror", "not-a-url"], "mirror 'not-a-url' is not an http:// or https:// URL"),
     (["--mirror", "ftp://example.org/nyu/"], "mirror 'ftp://example.org/nyu/'"),
     (["--mirror", ""], "mirror ''"),
@@ -682,3 +682,13 @@ def test_bad_kitti_archive_is_removed_and_a_rerun_with_a_good_mirror_completes(t
     assert again.code == 0, again.err
     assert "kitti test: complete" in again.out
     assert download.recorded_checksums(root)[name] == hashlib.sha256(files[path]).hexdigest()
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "60", True])
+def test_library_refuses_a_timeout_that_is_not_a_positive_number_of_seconds(timeout):
+    from clip2depth.data.download import check_timeout
+    from clip2depth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="timeout="):
+        check_timeout(timeout)
+    assert check_timeout(2) == 2.0

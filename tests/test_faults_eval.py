@@ -38,7 +38,7 @@ def _write_pair(folder, stem: str, rng: np.random.Generator, size=(48, 64)) -> t
         (["--num-workers", "-1"], ["--num-workers", "'-1'"]),
         (["--max-side", "0"], ["--max-side", "'0'", "'none'"]),
         (["--min-depth", "5", "--max-depth", "2"], ["--min-depth must be below --max-depth"]),
-        (["--max-depth", "-1"], ["--max-depth", "'-1' is not a number above 0"]),
+        (["--max-depth", "-1"], ["--max-depth", "'-1' is not a finite number above 0"]),
         (["--synthetic", "0"], ["--synthetic", "'0'"]),
         (["--depth-scale", "0"], ["--depth-scale", "'0'"]),
         (["--crop", "nyu_eigen"], ["--crop none"]),

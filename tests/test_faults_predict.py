@@ -37,9 +37,9 @@ def _image(path: Path, seed: int = 0) -> Path:
         (["--max-side", "1.5"], ["--max-side", "'1.5'"]),
         (["--batch-size", "0"], ["argument --batch-size: '0' is not a whole number of 1 or more"]),
         (["--batch-size", "two"], ["--batch-size", "'two'"]),
-        (["--depth-scale", "0"], ["argument --depth-scale: '0' is not a number above 0"]),
+        (["--depth-scale", "0"], ["argument --depth-scale: '0' is not a finite number above 0"]),
         (["--depth-scale", "nan"], ["--depth-scale", "'nan'"]),
-        (["--vmax", "-1"], ["argument --vmax: '-1' is not a number of 0 or more"]),
+        (["--vmax", "-1"], ["argument --vmax: '-1' is not a finite number of 0 or more"]),
         (["--skip-existing", "--overwrite"], ["--overwrite: not allowed with argument --skip-existing"]),
         # the library's errors name its parameters (fov_deg=0); the command line shows the flag that set them
         (["--fov", "0"], ["error: --fov 0 is not a field of view", "between 0 and 180"]),

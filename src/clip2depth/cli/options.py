@@ -61,8 +61,8 @@ def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str
 
 positive_int = _checked(int, lambda v: v >= 1, "a whole number of 1 or more")
 non_negative_int = _checked(int, lambda v: v >= 0, "a whole number of 0 or more")
-positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a number above 0")
-non_negative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a number of 0 or more")
+positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number above 0")
+non_negative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number of 0 or more")
 fraction = _checked(float, lambda v: 0 < v <= 1, "a number above 0 and at most 1")
 port = _checked(int, lambda v: 0 < v < 65536, "a TCP port (1-65535)")
 
