@@ -49,6 +49,10 @@ _PACKAGES = {"s3": ("s3fs", "pip install 'clip2depth[storage]'"), "s3a": ("s3fs"
              "gs": ("gcsfs", "pip install gcsfs"), "gcs": ("gcsfs", "pip install gcsfs"),
              "az": ("adlfs", "pip install adlfs"), "abfs": ("adlfs", "pip install adlfs")}  # fmt: skip
 
+_NETWORK_ERRORS = frozenset({"ConnectionError", "TimeoutError", "HTTPClientError", "ClientConnectionError"})
+"""Names of the classes (Python's, botocore's, aiohttp's) of a failed connection, found in an exception's MRO;
+the backends' packages are optional, so they are not imported to test against."""
+
 _S3_CREDENTIALS = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_ENDPOINT_URL for an "
                    "S3-compatible server")
 _GS_CREDENTIALS = "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or log in with gcloud"
@@ -152,10 +156,9 @@ def storage_error(url: str, exc: BaseException, doing: str, what: str = "") -> C
         if "bucket" in str(exc).lower():
             return DataError(f"{where}: the bucket {bucket!r} does not exist; check the URL, or create the bucket")
         return DataError(f"{where}: no such object or prefix; check the URL")
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError") or \
-            isinstance(exc, (ConnectionError, TimeoutError)):  # fmt: skip
-        return ConfigError(f"{where}: cannot reach the storage endpoint to {doing} it ({exc}); check "
-                           "AWS_ENDPOINT_URL or the network")  # fmt: skip
+    if any(cls.__name__ in _NETWORK_ERRORS for cls in type(exc).__mro__):
+        return ConfigError(f"{where}: the connection to the storage endpoint failed while trying to {doing} it "
+                           f"({exc}); check AWS_ENDPOINT_URL or the network")  # fmt: skip
     if isinstance(exc, OSError):
         return DataError(f"{where}: cannot {doing} it ({exc})")
     return None
