@@ -1,0 +1,108 @@
+"""``torchrun --nproc_per_node 2 -m clip2depth predict``: two gloo processes share one plan, write exactly what one
+process writes, and rank 0 reports for both; after SIGTERM, ``--skip-existing`` computes only what is missing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from clip2depth.io.depth import load_depth_png16
+from s3server import S3Server, free_port
+from scalefixtures import FORMATS, STEMS, assert_same_outputs
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed next to this Python")
+
+
+def _torchrun(*argv: object, nproc: int = 2) -> list[str]:
+    return [str(TORCHRUN), "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1", "--master_port",
+            str(free_port()), "-m", "clip2depth", "-q", "predict", *map(str, argv), "--device", "cpu"]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_two_processes_write_what_one_process_writes_from_and_to_s3(
+    s3: S3Server, scale_model_dir: Path, scale_photos: Path, local_reference: Path
+) -> None:
+    s3.client().create_bucket(Bucket="torchrun")
+    s3.upload_folder(scale_photos, "torchrun", "in/")
+
+    result = subprocess.run(_torchrun("s3://torchrun/in/", "--model", scale_model_dir, "--out", "s3://torchrun/out",
+                                      "--format", FORMATS, "--batch-size", "1"),
+                            env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    summary = "20 of 21 inputs done, 1 failed; 40 files written to s3://torchrun/out"
+    assert result.stdout.count(summary) == 1, result.stdout  # rank 0 alone, for both processes
+    assert result.stderr.count("s3://torchrun/in/broken.jpg: cannot read as an image") == 1
+    written = {key[len("out/"):]: s3.get("torchrun", key) for key in s3.keys("torchrun", "out/")}
+    assert_same_outputs({p.name: p.read_bytes() for p in local_reference.iterdir()}, written)
+    rows = pq.read_table(__import__("io").BytesIO(written["manifest.parquet"])).to_pylist()
+    assert [r["input"] for r in rows] == ["s3://torchrun/in/broken.jpg"] + [f"s3://torchrun/in/{s}.png" for s in STEMS]
+    assert [r["status"] for r in rows] == ["failed"] + ["done"] * 20
+    assert all(r["outputs"] == [f"s3://torchrun/out/{stem}.png", f"s3://torchrun/out/{stem}.npy"]
+               for r, stem in zip(rows[1:], STEMS, strict=True))  # fmt: skip
+
+
+def _slow_photos(folder: Path, count: int) -> list[str]:
+    """``count`` 480×640 photos (smooth, so the files stay small): about 0.1 s each for the tiny model."""
+    folder.mkdir()
+    rows, cols = np.mgrid[0:480, 0:640]
+    stems = [f"big{i:02d}" for i in range(count)]
+    for i, stem in enumerate(stems):
+        rgb = np.stack([(rows + 7 * i) % 256, (cols + 3 * i) % 256, (rows + cols) % 256], axis=-1).astype(np.uint8)
+        Image.fromarray(rgb).save(folder / f"{stem}.png")
+    return stems
+
+
+def test_sigterm_then_skip_existing_computes_only_what_is_missing(scale_model_dir: Path, tmp_path: Path) -> None:
+    stems = _slow_photos(tmp_path / "photos", 40)
+    out = tmp_path / "out"
+    targets = {stem: [out / f"{stem}.png", out / f"{stem}.npy"] for stem in stems}
+    argv = (tmp_path / "photos", "--model", scale_model_dir, "--out", out, "--format", FORMATS, "--batch-size", "1")
+
+    run = subprocess.Popen(_torchrun(*argv), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while sum(all(t.exists() for t in ts) for ts in targets.values()) < 2:
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "no output within 300 s"
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    run.communicate(timeout=120)
+
+    assert run.returncode != 0
+    done = sorted(stem for stem, ts in targets.items() if all(t.exists() for t in ts))
+    assert 2 <= len(done) < len(stems), f"the run finished {len(done)} of {len(stems)} inputs before SIGTERM"
+    assert not (out / "manifest.parquet").exists()
+    for path in out.iterdir():  # whatever has a final name is whole (writes are atomic)
+        if path.suffix == ".npy":
+            assert np.load(path).shape == (480, 640)
+        elif not path.name.startswith("."):
+            assert load_depth_png16(path).shape == (480, 640)
+    print(f"{len(done)} of {len(stems)} inputs were done at SIGTERM")
+    before = {t: (t.stat().st_ino, t.stat().st_mtime_ns) for stem in done for t in targets[stem]}
+
+    again = subprocess.run(_torchrun(*argv, "--skip-existing"), env=_env(), capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+
+    assert again.returncode == 0, again.stderr
+    assert f"40 of 40 inputs done ({len(done)} already done, skipped)" in again.stdout
+    assert f"; {2 * (40 - len(done))} files written" in again.stdout
+    assert {t: (t.stat().st_ino, t.stat().st_mtime_ns) for t in before} == before  # nothing that existed redone
+    assert all(t.exists() for ts in targets.values() for t in ts)
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert [Path(r["input"]).stem for r in rows] == stems
+    assert {Path(r["input"]).stem for r in rows if r["status"] == "skipped"} == set(done)
+    assert all(r["status"] == "done" for r in rows if Path(r["input"]).stem not in done)
