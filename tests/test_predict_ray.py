@@ -186,3 +186,39 @@ def test_the_ray_engine_under_torchrun_is_refused(scale_model_dir: Path, scale_p
     monkeypatch.setenv("RANK", "0")
     result = run_cli("predict", scale_photos, "--model", scale_model_dir, "--out", tmp_path, "--engine", "ray")
     assert_user_error(result, "--engine ray starts its own workers", "not under torchrun")
+
+
+def test_a_video_goes_whole_through_one_actor(ray_cluster, scale_model_dir: Path, scale_photos: Path,
+                                              tmp_path: Path) -> None:  # fmt: skip
+    pytest.importorskip("av")
+    from clip2depth.io.video import VideoWriter
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "photo01.png").write_bytes((scale_photos / "photo01.png").read_bytes())
+    rng = np.random.default_rng(5)
+    with VideoWriter(folder / "walk.mp4", fps=10.0, size=(48, 32)) as writer:
+        for _ in range(6):
+            writer.write(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    argv = (folder, "--model", scale_model_dir, "--format", "color,npy", "--save-frames", "--device", "cpu")
+
+    local = run_cli("-q", "predict", *argv, "--out", tmp_path / "local")
+    on_ray = run_cli("-q", "predict", *argv, "--out", tmp_path / "ray", "--engine", "ray", "--workers", "1")
+
+    assert local.code == on_ray.code == 0, (local.err, on_ray.err)
+    assert "2 of 2 inputs done; 9 files written" in on_ray.out  # 6 frames, the depth video, 2 for the photo
+    frames = sorted(p.name for p in (tmp_path / "local" / "walk_frames").iterdir())
+    assert frames == [f"{i:06d}.npy" for i in range(6)]
+    assert sorted(p.name for p in (tmp_path / "ray" / "walk_frames").iterdir()) == frames
+    for name in frames:
+        a, b = np.load(tmp_path / "local" / "walk_frames" / name), np.load(tmp_path / "ray" / "walk_frames" / name)
+        assert a.shape == (32, 48) and float(np.max(np.abs(a - b) / a)) <= 1e-5
+    assert (tmp_path / "ray" / "walk_depth.mp4").stat().st_size > 0
+    rows = {Path(r["input"]).name: r for r in pq.read_table(tmp_path / "ray" / "manifest.parquet").to_pylist()}
+    video = rows["walk.mp4"]
+    assert (video["status"], video["height"], video["width"]) == ("done", 32, 48)
+    assert video["outputs"] == [str(tmp_path / "ray" / "walk_frames" / name) for name in frames] + \
+        [str(tmp_path / "ray" / "walk_depth.mp4")]  # fmt: skip
+    depths = [np.load(tmp_path / "ray" / "walk_frames" / name) for name in frames]
+    assert video["depth_min"] == pytest.approx(min(float(d.min()) for d in depths), rel=1e-6)
+    assert video["depth_max"] == pytest.approx(max(float(d.max()) for d in depths), rel=1e-6)

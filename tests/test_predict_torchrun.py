@@ -106,3 +106,27 @@ def test_sigterm_then_skip_existing_computes_only_what_is_missing(scale_model_di
     assert [Path(r["input"]).stem for r in rows] == stems
     assert {Path(r["input"]).stem for r in rows if r["status"] == "skipped"} == set(done)
     assert all(r["status"] == "done" for r in rows if Path(r["input"]).stem not in done)
+
+
+def test_shards_are_disjoint_cover_the_plan_and_keep_a_video_whole(tmp_path: Path) -> None:
+    from clip2depth.inference.outputs import OutputOptions
+    from clip2depth.inference.plan import plan_predictions
+    from clip2depth.inference.torchrun import Shard, shard_plan
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "clip.mp4", "c.png", "d.png", "e.png", "f.png"):
+        (folder / name).write_bytes(b"x")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a_color.png").write_bytes(b"x")
+    plan = plan_predictions([folder, tmp_path / "missing"], tmp_path / "out", OutputOptions(formats="color"),
+                            skip_existing=True)  # fmt: skip
+    assert [job.path.name for job in plan.jobs] == ["b.png", "c.png", "clip.mp4", "d.png", "e.png", "f.png"]
+
+    shards = [shard_plan(plan, Shard(rank, 4, rank % 2)) for rank in range(4)]
+
+    assert [[job.path.name for job in s.jobs] for s in shards] == [["b.png", "e.png"], ["c.png", "f.png"],
+                                                                   ["clip.mp4"], ["d.png"]]  # fmt: skip
+    assert shards[0].skipped == plan.skipped and [j.path.name for j in plan.skipped] == ["a.png"]
+    assert shards[0].refused == plan.refused and len(plan.refused) == 1
+    assert all(not s.skipped and not s.refused for s in shards[1:])  # each reported once, by rank 0
