@@ -222,3 +222,24 @@ def test_a_video_goes_whole_through_one_actor(ray_cluster, scale_model_dir: Path
     depths = [np.load(tmp_path / "ray" / "walk_frames" / name) for name in frames]
     assert video["depth_min"] == pytest.approx(min(float(d.min()) for d in depths), rel=1e-6)
     assert video["depth_max"] == pytest.approx(max(float(d.max()) for d in depths), rel=1e-6)
+
+
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (["--model", "/no/such/model"], "no such model directory: /no/such/model"),
+    (["--device", "gpu"], "--device gpu is not a device name"),
+])  # fmt: skip
+def test_a_model_or_device_the_driver_can_refuse_is_refused_before_the_pipeline(
+    flags: list[str], fragment: str, scale_model_dir: Path, scale_photos: Path, tmp_path: Path
+) -> None:
+    argv = ["predict", scale_photos, "--out", tmp_path, "--engine", "ray", "--model", scale_model_dir, *flags]
+    assert_user_error(run_cli(*argv), fragment)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_model_the_workers_cannot_load_is_each_inputs_reason(ray_cluster, scale_model_dir: Path,
+                                                                scale_photos: Path, tmp_path: Path) -> None:
+    result = run_cli("predict", scale_photos / "photo01.png", scale_photos / "photo02.png", "--model",
+                     scale_model_dir, "--out", tmp_path, "--engine", "ray", "--workers", "1", "--device", "cuda")
+
+    assert_user_error(result, "none of the 2 inputs could be predicted")
+    assert result.err.count("cannot load the model on this Ray worker: device=cuda is not available here") == 2

@@ -55,9 +55,12 @@ from clip2depth.inference.run import (
     LoadedImage,
     PredictOptions,
     depth_fields,
+    error_reason,
+    out_of_memory_reason,
     predict_images,
     predict_video,
     read_image,
+    warn_if_large,
     write_image,
 )
 from clip2depth.inference.storage import location
@@ -302,22 +305,24 @@ def _read(row: dict[str, Any], outputs: OutputOptions) -> dict[str, Any]:
     try:
         loaded = read_image(job, outputs)
     except Clip2DepthError as exc:
-        message, prefix = str(exc), f"{job.path}: "
-        error = message[len(prefix) :] if message.startswith(prefix) else message
-        out["record"] = _record_json(InputRecord(job.index, str(job.path), "failed", error=error))
+        out["record"] = _record_json(InputRecord(job.index, str(job.path), "failed", error=error_reason(job.path, exc)))
         return out
     return {**out, "image": loaded.rgb, "camera": _camera_json(loaded.camera), "read_seconds": loaded.seconds}
 
 
 class _PipelinePredictor(DepthPredictor):
     """Stage 3 of :func:`run_ray`: :class:`DepthPredictor` over the rows still to predict; videos whole;
-    a group that runs out of memory becomes its rows' records."""
+    a group that runs out of memory, or a model this worker cannot load, becomes its rows' records."""
 
     def __init__(self, model: str, pretrained: str | None, device: str, options: PredictOptions,
                  outputs: OutputOptions) -> None:  # fmt: skip
-        super().__init__(model, pretrained=pretrained, device=device, batch_size=options.batch_size,
-                         max_side=options.max_side, flip_tta=options.flip_tta, precision=options.precision)
         self.outputs = outputs
+        self.failure: str | None = None
+        try:
+            super().__init__(model, pretrained=pretrained, device=device, batch_size=options.batch_size,
+                             max_side=options.max_side, flip_tta=options.flip_tta, precision=options.precision)
+        except Clip2DepthError as exc:  # e.g. the model is not on this node: each input says so, no actor restarts
+            self.failure = f"cannot load the model on this Ray worker: {exc}"
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         count = len(batch["index"])
@@ -329,10 +334,15 @@ class _PipelinePredictor(DepthPredictor):
         for i in range(count):
             if records[i]:
                 continue
+            if self.failure is not None:
+                records[i] = _record_json(InputRecord(int(batch["index"][i]), str(batch["path"][i]), "failed",
+                                                      error=self.failure))  # fmt: skip
+                continue
             job = _job({"index": batch["index"][i], "path": batch["path"][i], "base": batch["base"][i]}, self.outputs)
             if job.is_video:
                 records[i] = _record_json(predict_video(self.model, job, self.outputs, self.options))
             else:
+                warn_if_large(job.path, *images[i].shape[:2], self.model, self.options)
                 todo.append(i)
         for group in self._groups(images, todo):
             start = time.perf_counter()
@@ -344,8 +354,7 @@ class _PipelinePredictor(DepthPredictor):
                 predicted = None
             if predicted is None:
                 height, width = images[group[0]].shape[:2]
-                error = (f"out of memory predicting {len(group)} image(s) of {width}×{height} "
-                         f"(batch_size={self.options.batch_size}, max_side={self.options.max_side})")  # fmt: skip
+                error = out_of_memory_reason(self.model, self.options, len(group), "image", height, width)
                 for i in group:
                     records[i] = _record_json(InputRecord(int(batch["index"][i]), str(batch["path"][i]),
                                                           "out_of_memory", height=height, width=width, error=error))
@@ -401,8 +410,13 @@ def run_ray(
         progress: a progress bar on stderr, one step per finished input.
         verbose: Ray's own logs and the workers' output on the driver's stderr.
     """
+    from clip2depth.models.factory import check_device_name
+    from clip2depth.models.spec import resolve_model
+
     options = options or PredictOptions()
     ray_options = ray_options or RayOptions()
+    check_device_name(device)  # what can be checked here fails here, not in every actor
+    resolve_model(str(model), pretrained=pretrained, download=False)
     records = [InputRecord(r.index, r.input, "failed", error=r.reason) for r in plan.refused]
     records += [InputRecord(job.index, str(job.path), "skipped") for job in plan.skipped]
     if plan.jobs:

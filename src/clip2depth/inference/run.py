@@ -219,7 +219,7 @@ def predict_video(
         try:
             info = video_info(path)
         except (Clip2DepthError, OSError) as exc:
-            return InputRecord(job.index, str(job.path), "failed", error=_reason(path, exc))
+            return InputRecord(job.index, str(job.path), "failed", error=error_reason(path, exc))
         size = {"height": info.height, "width": info.width}
         stats = _DepthStats()
         try:
@@ -229,10 +229,10 @@ def predict_video(
             if not is_out_of_memory(exc):
                 if not isinstance(exc, (Clip2DepthError, OSError)):
                     raise
-                return InputRecord(job.index, str(job.path), "failed", **size, error=_reason(path, exc))
+                return InputRecord(job.index, str(job.path), "failed", **size, error=error_reason(path, exc))
             written = None
     if written is None:  # outside the except clause, so the traceback's tensors are already freed
-        error = _out_of_memory(model, options, options.batch_size, "frame", info.height, info.width)
+        error = out_of_memory_reason(model, options, options.batch_size, "frame", info.height, info.width)
         return InputRecord(job.index, str(job.path), "out_of_memory", **size, error=error)
     return InputRecord(job.index, str(job.path), "done", outputs=tuple(written), **size, **stats.fields(),
                        seconds=time.perf_counter() - start)  # fmt: skip
@@ -256,7 +256,7 @@ class _DepthStats:
         return {"depth_min": self.low, "depth_median": float(np.median(self.medians)), "depth_max": self.high}
 
 
-def _reason(path: Location, exc: BaseException) -> str:
+def error_reason(path: Location, exc: BaseException) -> str:
     """The exception's message without the leading ``"<path>: "`` (the record already names the input)."""
     message, prefix = str(exc), f"{path}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
@@ -271,7 +271,8 @@ def warn_if_large(path: Location, height: int, width: int, model: nn.Module, opt
                        "size", path, width, height, max_side, net_w, net_h)  # fmt: skip
 
 
-def _out_of_memory(model: nn.Module, options: PredictOptions, count: int, what: str, height: int, width: int) -> str:
+def out_of_memory_reason(model: nn.Module, options: PredictOptions, count: int, what: str, height: int,
+                         width: int) -> str:
     """The record's reason for a batch that ran out of memory (after handing the failed batch's memory back)."""
     if model_device(model).type == "cuda":  # hand the failed batch's blocks back for the next one
         torch.cuda.empty_cache()
@@ -303,7 +304,7 @@ class _Run:
             try:
                 loaded = read_image(job, self.outputs)
             except Clip2DepthError as exc:
-                self.record(job, "failed", error=_reason(job.path, exc))
+                self.record(job, "failed", error=error_reason(job.path, exc))
                 continue
             warn_if_large(job.path, *loaded.rgb.shape[:2], self.model, self.options)
             yield loaded
@@ -319,7 +320,7 @@ class _Run:
                 raise
             depths = None
         if depths is None:  # outside the except clause, so the traceback's tensors are already freed
-            error = _out_of_memory(self.model, self.options, len(batch), "image", height, width)
+            error = out_of_memory_reason(self.model, self.options, len(batch), "image", height, width)
             for item in batch:
                 self.record(item.job, "out_of_memory", height=height, width=width, error=error)
             return
