@@ -162,8 +162,9 @@ def _local_cpus(options: RayOptions) -> int:
 
 @contextlib.contextmanager
 def _quiet_core_worker(quiet: bool) -> Iterator[None]:
-    """Keep Ray's C++ log lines (warnings Ray Data's own actors trigger) off the driver's stderr unless
-    ``RAY_BACKEND_LOG_LEVEL`` says otherwise; they stay in Ray's log files."""
+    """Keep Ray's C++ log lines (errors Ray Data's own actors trigger about their constructor arguments) off the
+    driver's stderr: the processes started here log fatal errors only, unless ``RAY_BACKEND_LOG_LEVEL`` is set
+    (or ``verbose``, ``-v``, asks for everything)."""
     if not quiet or "RAY_BACKEND_LOG_LEVEL" in os.environ:
         yield
         return
