@@ -122,6 +122,15 @@ def test_a_manifest_name_without_a_format_is_refused_before_the_model_loads(
                      tmp_path / "rows.csv")  # fmt: skip
     assert_user_error(result, f"--manifest {tmp_path / 'rows.csv'} must end in .parquet or .jsonl")
 
+    result = run_cli("predict", scale_photos, "--model", scale_model_dir, "--out", tmp_path / "out", "--manifest",
+                     tmp_path)  # fmt: skip
+    assert_user_error(result, f"--manifest {tmp_path} is a folder", "manifest.parquet")
+    (tmp_path / "file").write_text("x")
+    result = run_cli("predict", scale_photos, "--model", scale_model_dir, "--out", tmp_path / "out", "--manifest",
+                     tmp_path / "file" / "m.jsonl")  # fmt: skip
+    assert_user_error(result, f"the manifest's folder {tmp_path / 'file'} is an existing file")
+    (tmp_path / "file").unlink()
+
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as where the manifest extra is not installed
     result = run_cli("predict", scale_photos, "--model", scale_model_dir, "--out", tmp_path, "--manifest",
                      tmp_path / "rows.parquet")  # fmt: skip

@@ -20,11 +20,13 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from clip2depth.errors import ConfigError
 from clip2depth.inference.plan import STATUSES, InputRecord
 from clip2depth.inference.storage import Location, join, location, name_of, read_bytes, write_bytes
+from clip2depth.io.outputs import writable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +48,18 @@ def default_manifest(out_dir: Location) -> Location:
 
 
 def check_manifest_path(path: Location) -> None:
-    """Fail before a run starts when ``path`` has no manifest suffix, or is Parquet without ``pyarrow``.
+    """Fail before a run starts when ``path`` has no manifest suffix, is Parquet without ``pyarrow``, or is a
+    local path that cannot be written (a folder, or below a file or a folder without write permission).
 
     Raises:
         ConfigError: naming the file and what to do (``manifest=...``).
     """
     name = name_of(path)
+    if isinstance(path, Path):
+        if path.is_dir():
+            raise ConfigError(f"manifest={path} is a folder; name a file in it (e.g. {path / MANIFEST_NAME})",
+                              params=("manifest",))  # fmt: skip
+        writable_folder(path.parent, "the manifest's folder", create=False)
     if not name.lower().endswith(SUFFIXES):
         raise ConfigError(f"manifest={path} must end in .parquet or .jsonl (the format follows the suffix)",
                           params=("manifest",))  # fmt: skip
