@@ -43,6 +43,17 @@ def make_photos(folder: Path) -> Path:
     return folder
 
 
+def make_slow_photos(folder: Path, count: int) -> list[str]:
+    """``count`` 480×640 photos (smooth, so the files stay small): about 0.1 s each for the tiny model."""
+    folder.mkdir()
+    rows, cols = np.mgrid[0:480, 0:640]
+    stems = [f"big{i:02d}" for i in range(count)]
+    for i, stem in enumerate(stems):
+        rgb = np.stack([(rows + 7 * i) % 256, (cols + 3 * i) % 256, (rows + cols) % 256], axis=-1).astype(np.uint8)
+        Image.fromarray(rgb).save(folder / f"{stem}.png")
+    return stems
+
+
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     threads = torch.get_num_threads()
@@ -105,6 +116,8 @@ def local_reference(scale_model_dir: Path, scale_photos: Path, tmp_path_factory:
 def s3() -> Iterator[S3Server]:
     """moto's S3 server, with its endpoint and test credentials in the environment for the whole session
     (what s3fs and botocore read; subprocesses and Ray workers started later inherit them)."""
+    pytest.importorskip("moto.server", reason="the S3 tests need moto's server (pip install 'moto[server]')")
+    pytest.importorskip("s3fs", reason="s3:// needs s3fs (pip install 'clip2depth[storage]')")
     with S3Server() as server, pytest.MonkeyPatch.context() as patch:
         for key, value in server.env.items():
             patch.setenv(key, value)

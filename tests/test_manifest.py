@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from clip2depth.inference.manifest import COLUMNS, carry_over, decode, encode
 from clip2depth.inference.plan import InputRecord
 from clirun import assert_user_error, run_cli
 from scalefixtures import STEMS, photo_size
+
+pq = pytest.importorskip("pyarrow.parquet", reason="Parquet needs pyarrow: pip install 'clip2depth[manifest]'")
 
 
 def _predict(*argv: object):

@@ -13,17 +13,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 import clip2depth
 import clip2depth.inference.run as run_module
 from clirun import assert_user_error, run_cli
 from s3server import S3Server
-from scalefixtures import FORMATS, STEMS, assert_same_outputs, read_folder, single_thread
-from test_predict_torchrun import _slow_photos
+from scalefixtures import FORMATS, STEMS, assert_same_outputs, make_slow_photos, read_folder, single_thread
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray", reason="--engine ray needs Ray (pip install 'clip2depth[ray]')")
+pq = pytest.importorskip("pyarrow.parquet")
 
 
 def _predict(*argv: object):
@@ -103,7 +102,7 @@ def _actor_pids() -> list[int]:
 def test_a_killed_actor_is_replaced_and_every_output_is_written_once(
     ray_cluster, scale_model_dir: Path, tmp_path: Path
 ) -> None:
-    stems = _slow_photos(tmp_path / "photos", 24)
+    stems = make_slow_photos(tmp_path / "photos", 24)
     out = tmp_path / "out"
     results = []
     run = threading.Thread(target=lambda: results.append(_predict(

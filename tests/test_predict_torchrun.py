@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from clip2depth.io.depth import load_depth_png16
 from s3server import S3Server, free_port
-from scalefixtures import FORMATS, STEMS, assert_same_outputs
+from scalefixtures import FORMATS, STEMS, assert_same_outputs, make_slow_photos
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+pq = pytest.importorskip("pyarrow.parquet", reason="Parquet needs pyarrow: pip install 'clip2depth[manifest]'")
 
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed next to this Python")
 
@@ -56,19 +56,8 @@ def test_two_processes_write_what_one_process_writes_from_and_to_s3(
                for r, stem in zip(rows[1:], STEMS, strict=True))  # fmt: skip
 
 
-def _slow_photos(folder: Path, count: int) -> list[str]:
-    """``count`` 480×640 photos (smooth, so the files stay small): about 0.1 s each for the tiny model."""
-    folder.mkdir()
-    rows, cols = np.mgrid[0:480, 0:640]
-    stems = [f"big{i:02d}" for i in range(count)]
-    for i, stem in enumerate(stems):
-        rgb = np.stack([(rows + 7 * i) % 256, (cols + 3 * i) % 256, (rows + cols) % 256], axis=-1).astype(np.uint8)
-        Image.fromarray(rgb).save(folder / f"{stem}.png")
-    return stems
-
-
 def test_sigterm_then_skip_existing_computes_only_what_is_missing(scale_model_dir: Path, tmp_path: Path) -> None:
-    stems = _slow_photos(tmp_path / "photos", 40)
+    stems = make_slow_photos(tmp_path / "photos", 40)
     out = tmp_path / "out"
     targets = {stem: [out / f"{stem}.png", out / f"{stem}.npy"] for stem in stems}
     argv = (tmp_path / "photos", "--model", scale_model_dir, "--out", out, "--format", FORMATS, "--batch-size", "1")

@@ -13,7 +13,6 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-import s3fs
 from PIL import Image
 
 import clip2depth.inference.outputs as outputs_module
@@ -23,6 +22,8 @@ from clip2depth.io.inputs import find_files
 from clirun import assert_user_error, run_cli
 from s3server import CuttingProxy, S3Server
 from scalefixtures import FORMATS, STEMS, assert_same_outputs, read_folder, single_thread
+
+s3fs = pytest.importorskip("s3fs", reason="s3:// needs s3fs (pip install 'clip2depth[storage]')")
 
 
 @pytest.fixture(autouse=True)
