@@ -125,12 +125,15 @@ def run(args: argparse.Namespace) -> int:
                              precision=args.precision)  # fmt: skip
     shard = current_shard()
     ray_options = _ray_options(args, torchrun=shard is not None)
-    manifest = location(args.manifest) if args.manifest else \
-        default_manifest(location(args.out)) if shard is not None or ray_options is not None else None  # fmt: skip
+    scaled_out = shard is not None or ray_options is not None
+    manifest = location(args.manifest) if args.manifest else default_manifest(location(args.out)) if scaled_out \
+        else None  # fmt: skip
     if manifest is not None:
         check_manifest_path(manifest)
-    device = args.device if ray_options is not None else \
-        resolve_device(shard_device(args.device, shard) if shard is not None else args.device)  # fmt: skip
+    if ray_options is not None:
+        device = args.device  # each Ray actor resolves it; run_ray checks its form
+    else:
+        device = resolve_device(args.device if shard is None else shard_device(args.device, shard))
     with process_group(shard):
         plan = _agreed_plan(args, outputs, manifest, shard)
         if plan is None:  # another process reported why
