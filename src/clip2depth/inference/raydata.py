@@ -331,13 +331,15 @@ class _PipelinePredictor(DepthPredictor):
         images = list(batch["image"])
         depths: list[np.ndarray] = [_NO_DEPTH] * count
         seconds = [0.0] * count
+        batch["depth"], batch["predict_seconds"] = depths, seconds
+        if self.failure is not None:
+            batch["record"] = [r or _record_json(InputRecord(int(batch["index"][i]), str(batch["path"][i]), "failed",
+                                                             error=self.failure))
+                               for i, r in enumerate(records)]  # fmt: skip
+            return batch
         todo = []
         for i in range(count):
             if records[i]:
-                continue
-            if self.failure is not None:
-                records[i] = _record_json(InputRecord(int(batch["index"][i]), str(batch["path"][i]), "failed",
-                                                      error=self.failure))  # fmt: skip
                 continue
             job = _job({"index": batch["index"][i], "path": batch["path"][i], "base": batch["base"][i]}, self.outputs)
             if job.is_video:
@@ -364,8 +366,6 @@ class _PipelinePredictor(DepthPredictor):
             for i, depth in zip(group, predicted, strict=True):
                 depths[i], seconds[i] = depth, shared
         batch["record"] = records
-        batch["depth"] = depths
-        batch["predict_seconds"] = seconds
         return batch
 
 
