@@ -242,3 +242,28 @@ def test_a_model_the_workers_cannot_load_is_each_inputs_reason(ray_cluster, scal
 
     assert_user_error(result, "none of the 2 inputs could be predicted")
     assert result.err.count("cannot load the model on this Ray worker: device=cuda is not available here") == 2
+
+
+def test_the_actor_pool_follows_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clip2depth.errors import ConfigError
+    from clip2depth.inference.raydata import RayOptions, _layout, _local_cpus
+
+    def pool(options: RayOptions, cpus: float, gpus: float) -> tuple[int, float]:
+        layout = _layout(options, cpus, gpus)
+        return layout.workers, layout.gpus_per_worker
+
+    assert pool(RayOptions(), 8, 0) == (7, 0.0)  # CPUs less one, for reading and writing
+    assert pool(RayOptions(), 16, 4) == (4, 1.0)  # one actor per GPU
+    assert pool(RayOptions(gpus_per_worker=0.5), 16, 2) == (4, 0.5)
+    assert pool(RayOptions(workers=2, gpus_per_worker=0), 16, 4) == (2, 0.0)
+    assert pool(RayOptions(workers=3), 4, 0) == (3, 0.0)
+    with pytest.raises(ConfigError, match=r"workers=3 with gpus_per_worker=1 need 3 GPUs; the Ray cluster has 2"):
+        _layout(RayOptions(workers=3, gpus_per_worker=1), 16, 2)
+    with pytest.raises(ConfigError, match=r"workers=4 would take every CPU of the Ray cluster \(4\).*at most 3"):
+        _layout(RayOptions(workers=4), 4, 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    assert _local_cpus(RayOptions()) == 2  # one actor, one CPU left
+    assert _local_cpus(RayOptions(workers=2)) == 3  # two actors on 2 cores: one more CPU is advertised
+    with pytest.raises(ConfigError, match="workers=0 must be at least 1"):
+        RayOptions(workers=0)

@@ -119,3 +119,27 @@ def test_shards_are_disjoint_cover_the_plan_and_keep_a_video_whole(tmp_path: Pat
     assert shards[0].skipped == plan.skipped and [j.path.name for j in plan.skipped] == ["a.png"]
     assert shards[0].refused == plan.refused and len(plan.refused) == 1
     assert all(not s.skipped and not s.refused for s in shards[1:])  # each reported once, by rank 0
+
+
+def test_the_shard_comes_from_torchruns_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clip2depth.errors import ConfigError
+    from clip2depth.inference.torchrun import Shard, current_shard, shard_device
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert current_shard() is None
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("RANK", "9")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    shard = current_shard()
+    assert shard == Shard(rank=9, world=16, local_rank=1) and not shard.is_main
+    assert shard_device("cuda", shard) == "cuda:1"  # this node's second GPU
+    assert shard_device("cuda:0", shard) == "cuda:0" and shard_device("cpu", shard) == "cpu"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert shard_device("auto", shard) == "auto"
+    monkeypatch.setenv("RANK", "16")
+    with pytest.raises(ConfigError, match="RANK=16 must lie in 0..WORLD_SIZE-1"):
+        current_shard()
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(ConfigError, match="must be whole numbers"):
+        current_shard()

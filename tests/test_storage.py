@@ -265,3 +265,16 @@ def test_a_corrupt_object_is_a_failed_input_and_the_rest_is_done(s3: S3Server, s
     assert f"s3://{bucket}/in/cut.png: cannot read as an image" in result.err
     assert "clip2depth-in-" not in result.err  # the message names the object, not its temporary copy
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.npy", "good.png"]
+
+
+def test_locations_are_paths_or_urls(tmp_path: Path) -> None:
+    assert storage.location("s3://b/photos/") == "s3://b/photos/"
+    assert storage.location("photos/a.jpg") == Path("photos/a.jpg")
+    assert storage.location("file:///data/x.png") == Path("/data/x.png")
+    assert not storage.is_url("file:///data") and not storage.is_url(Path("s3:/b")) and storage.is_url("gs://b/k")
+    assert storage.join("s3://b/out/", "a__x") == "s3://b/out/a__x" and storage.join(tmp_path, "x") == tmp_path / "x"
+    assert storage.added("s3://b/out/x", "_color.png") == "s3://b/out/x_color.png"
+    assert storage.added(tmp_path / "x", ".npy") == tmp_path / "x.npy"
+    assert storage.name_of("s3://b/out/x.png") == "x.png" and storage.parent_of("s3://b/out/x.png") == "s3://b/out"
+    assert storage.canonical("s3://b/out/") == "s3://b/out"
+    assert storage.canonical(tmp_path / "a" / ".." / "b") == str(tmp_path / "b")
