@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import clip2depth
+from scalefixtures import local_reference, ray_cluster, s3, scale_model_dir, scale_photos  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

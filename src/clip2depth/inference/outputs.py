@@ -21,6 +21,7 @@ from PIL import Image
 from clip2depth.errors import ConfigError
 from clip2depth.inference.camera import CameraSpec, ImageCamera
 from clip2depth.inference.pointcloud import backproject, valid_mask
+from clip2depth.inference.storage import L, added
 from clip2depth.io.atomic import atomic_path, atomic_write_json
 from clip2depth.io.colour import colorize_depth
 from clip2depth.io.depth import save_depth_npy, save_depth_png16
@@ -110,30 +111,30 @@ class OutputOptions:
         return tuple(f for f in self.formats if f != "color") if self.video_frames else ()
 
 
-def output_path(base: Path, fmt: str) -> Path:
-    """Where format ``fmt`` of the output name ``base`` (``out_dir / stem``) is written."""
-    return base.with_name(base.name + _SUFFIXES[fmt])
+def output_path(base: L, fmt: str) -> L:
+    """Where format ``fmt`` of the output name ``base`` (``out_dir / stem``, a path or URL) is written."""
+    return added(base, _SUFFIXES[fmt])
 
 
-def output_paths(base: Path, fmt: str) -> list[Path]:
+def output_paths(base: L, fmt: str) -> list[L]:
     """Every file format ``fmt`` writes for ``base``: its :func:`output_path`, and for ``ply`` the camera file."""
     paths = [output_path(base, fmt)]
     if fmt == "ply":
-        paths.append(base.with_name(base.name + CAMERA_SUFFIX))
+        paths.append(added(base, CAMERA_SUFFIX))
     return paths
 
 
-def video_path(base: Path) -> Path:
+def video_path(base: L) -> L:
     """The colour depth video of a video input with output name ``base``."""
-    return base.with_name(base.name + VIDEO_SUFFIX)
+    return added(base, VIDEO_SUFFIX)
 
 
-def frames_dir(base: Path) -> Path:
+def frames_dir(base: L) -> L:
     """The folder of per-frame files of a video input with output name ``base``."""
-    return base.with_name(base.name + FRAMES_SUFFIX)
+    return added(base, FRAMES_SUFFIX)
 
 
-def output_targets(path: Path, base: Path, options: OutputOptions) -> list[Path]:
+def output_targets(path: Path | str, base: L, options: OutputOptions) -> list[L]:
     """The files (and, for video frames, the folder) that predicting ``path`` into ``base`` writes."""
     if not is_video_path(path):
         return [p for fmt in options.formats for p in output_paths(base, fmt)]

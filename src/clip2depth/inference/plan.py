@@ -6,6 +6,10 @@ predict`` refuses an ``--out`` holding outputs of the plan (:attr:`PredictionPla
 :func:`clip2depth.inference.run.run_plan` executes the same plan. A plan is plain data: its jobs are
 independent and each names its own output files, so a subset (``jobs[rank::world]``) can run elsewhere,
 and the run gives one :class:`InputRecord` per input, which :class:`PredictReport` aggregates.
+
+Inputs and the output folder may be URLs (:mod:`clip2depth.inference.storage`): a job's ``path``, ``base``
+and ``targets`` are then ``str`` URLs instead of local ``Path`` objects, and which outputs exist already
+is read from one listing of the output prefix.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clip2depth.inference import storage
 from clip2depth.inference.outputs import OutputOptions, output_targets
+from clip2depth.inference.storage import FoundObject, Location
 from clip2depth.io.inputs import FoundFile, find_files, is_video_path
 
 logger = logging.getLogger(__name__)
@@ -28,15 +34,15 @@ class Job:
 
     Attributes:
         index: position among the files found, in input order (the order of the report).
-        path: the input file.
+        path: the input file (a URL for an object in storage).
         base: ``out_dir / stem``, the output name without suffix (see :mod:`clip2depth.inference.outputs`).
         targets: every file (and for video frames the folder) predicting it writes.
     """
 
     index: int
-    path: Path
-    base: Path
-    targets: tuple[Path, ...]
+    path: Location
+    base: Location
+    targets: tuple[Location, ...]
 
     @property
     def is_video(self) -> bool:
@@ -57,7 +63,7 @@ class PredictionPlan:
     """Everything a run will do, in input order.
 
     Attributes:
-        out_dir: the output folder.
+        out_dir: the output folder (a URL for a prefix in storage).
         outputs: what is written for each input.
         matched: input files found (images and videos, readable or not).
         jobs: inputs to predict.
@@ -67,35 +73,56 @@ class PredictionPlan:
         existing: outputs of ``jobs`` that exist already: running the plan replaces them.
     """
 
-    out_dir: Path
+    out_dir: Location
     outputs: OutputOptions
     matched: int
     jobs: tuple[Job, ...]
     skipped: tuple[Job, ...]
     refused: tuple[Refusal, ...]
-    existing: tuple[Path, ...]
+    existing: tuple[Location, ...]
 
 
 def find_inputs(
     inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
-) -> tuple[list[FoundFile], list[tuple[str, str]]]:
+) -> tuple[list[FoundFile | FoundObject], list[tuple[str, str]]]:
     """Input files and their output names (files, folders, glob patterns; see :func:`clip2depth.io.inputs.find_files`).
 
-    When ``out_dir`` lies inside an input folder, the files under it are left out (with a warning):
-    they are the outputs of an earlier run, not inputs.
+    URLs (:func:`clip2depth.inference.storage.find_objects`) come after the local inputs, each group in
+    the order given. When ``out_dir`` lies inside an input folder, the files under it are left out (with a
+    warning): they are the outputs of an earlier run, not inputs.
 
     Returns:
         ``(files, problems)``: ``problems`` holds ``(input, reason)`` for inputs that match nothing.
     """
-    files, problems = find_files(inputs)
-    out = Path(out_dir).expanduser().resolve()
-    roots = {f.root.resolve() for f in files if f.root is not None}
-    if any(out != root and out.is_relative_to(root) for root in roots):
-        kept = [f for f in files if f.root is None or not f.path.resolve().is_relative_to(out)]
+    local_inputs: list[str | os.PathLike[str]] = []
+    remote: list[str] = []
+    for item in inputs:
+        loc = storage.location(item)
+        if isinstance(loc, str):
+            remote.append(loc)
+        else:  # as given, so that messages keep the user's spelling; file:// URLs as their paths
+            local_inputs.append(loc if str(item).lower().startswith("file://") else item)
+    files: list[FoundFile | FoundObject] = []
+    local, problems = find_files(local_inputs)
+    files += local
+    if remote:
+        objects, remote_problems = storage.find_objects(remote)
+        files += objects
+        problems += remote_problems
+    out_loc = storage.location(out_dir)
+    out = storage.canonical(out_loc.expanduser() if isinstance(out_loc, Path) else out_loc)
+    roots = {storage.canonical(f.root) for f in files if f.root is not None}
+    if any(out != root and _inside(out, root) for root in roots):
+        kept = [f for f in files if f.root is None or not _inside(storage.canonical(f.path), out)]
         if len(kept) < len(files):
             logger.warning("skipping %d files inside the output folder %s", len(files) - len(kept), out_dir)
         files = kept
     return files, problems
+
+
+def _inside(key: str, folder: str) -> bool:
+    """Whether the canonical location ``key`` lies in (or is) the canonical folder ``folder``."""
+    return key == folder or key.startswith(folder.rstrip("/") + "/")
 
 
 def plan_predictions(
@@ -113,22 +140,27 @@ def plan_predictions(
     listed in :attr:`PredictionPlan.existing`. Nothing is written.
     """
     outputs = outputs or OutputOptions()
-    out_dir = Path(out_dir)
+    out = storage.location(out_dir)
     files, problems = find_inputs(inputs, out_dir)
     refused = [Refusal(-1, raw, reason) for raw, reason in problems]
     jobs: list[Job] = []
     skipped: list[Job] = []
-    input_paths = {f.path.resolve() for f in files}
-    claimed: dict[Path, Path] = {}
+    input_keys = {storage.canonical(f.path) for f in files}
+    listed = storage.list_existing(out) if isinstance(out, str) else None  # one listing, not one request a file
+
+    def exists(target: Location) -> bool:
+        return storage.canonical(target) in listed if listed is not None else Path(target).exists()
+
+    claimed: dict[str, Location] = {}
     for index, found in enumerate(files):
-        base = out_dir / found.name
+        base = storage.join(out, found.name)
         job = Job(index, found.path, base, tuple(output_targets(found.path, base, outputs)))
-        resolved = [t.resolve() for t in job.targets]
-        clash = next((t for t in resolved if t in input_paths or t in claimed), None)
+        resolved = [storage.canonical(t) for t in job.targets]
+        clash = next((t for t in resolved if t in input_keys or t in claimed), None)
         if not job.targets:
             refused.append(Refusal(index, str(found.path), "nothing to write for a video: ask for 'color' (a depth "
                                                            "video) or for per-frame files"))  # fmt: skip
-        elif clash in input_paths:
+        elif clash in input_keys:
             refused.append(Refusal(index, str(found.path),
                                    f"its output {clash} would overwrite an input file; choose another output folder"))
         elif clash is not None:
@@ -137,10 +169,10 @@ def plan_predictions(
                                    "folders"))  # fmt: skip
         else:
             claimed.update(dict.fromkeys(resolved, found.path))
-            done = skip_existing and all(t.exists() for t in job.targets)
+            done = skip_existing and all(exists(t) for t in job.targets)
             (skipped if done else jobs).append(job)
-    existing = tuple(t for job in jobs for t in job.targets if t.exists())
-    return PredictionPlan(out_dir, outputs, len(files), tuple(jobs), tuple(skipped), tuple(refused), existing)
+    existing = tuple(t for job in jobs for t in job.targets if exists(t))
+    return PredictionPlan(out, outputs, len(files), tuple(jobs), tuple(skipped), tuple(refused), existing)
 
 
 STATUSES = ("done", "skipped", "failed", "out_of_memory")
@@ -156,7 +188,7 @@ class InputRecord:
         index: position among the files found (-1: a pattern or folder that matched nothing).
         input: the input file (or pattern).
         status: one of :data:`STATUSES`.
-        outputs: files written.
+        outputs: files written (URLs for outputs in storage).
         height, width: size of the image (video: of its frames) as displayed, pixels.
         depth_min, depth_median, depth_max: over the valid pixels, metres (video: min and max over all
             frames, median of the frames' medians); None when nothing was predicted.
@@ -167,7 +199,7 @@ class InputRecord:
     index: int
     input: str
     status: str
-    outputs: tuple[Path, ...] = ()
+    outputs: tuple[Location, ...] = ()
     height: int | None = None
     width: int | None = None
     depth_min: float | None = None
@@ -193,14 +225,14 @@ class PredictReport:
         return [r for r in self.records if r.status in statuses]
 
     @property
-    def succeeded(self) -> list[Path]:
+    def succeeded(self) -> list[Location]:
         """Inputs whose outputs were all written."""
-        return [Path(r.input) for r in self._with("done")]
+        return [storage.location(r.input) for r in self._with("done")]
 
     @property
-    def skipped(self) -> list[Path]:
+    def skipped(self) -> list[Location]:
         """Inputs left alone because their outputs existed (``skip_existing``)."""
-        return [Path(r.input) for r in self._with("skipped")]
+        return [storage.location(r.input) for r in self._with("skipped")]
 
     @property
     def failed(self) -> list[tuple[str, str]]:
@@ -213,7 +245,7 @@ class PredictReport:
         return [r.input for r in self._with("out_of_memory")]
 
     @property
-    def outputs(self) -> list[Path]:
+    def outputs(self) -> list[Location]:
         """Every file written."""
         return [p for r in self.records for p in r.outputs]
 

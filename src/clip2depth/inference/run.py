@@ -15,6 +15,11 @@ The library behind ``clip2depth predict``; the command parses flags, plans, and 
 
 A bad input never ends the run, nor does a batch that runs out of memory: each input gets one
 :class:`~clip2depth.inference.plan.InputRecord` (done, skipped, failed or out of memory) and the rest goes on.
+
+The steps of a run are functions the other engines (:mod:`clip2depth.inference.raydata`) call too:
+:func:`read_image` (an input file or object to pixels, and its camera), :func:`predict_images` (same-size
+images to depth), :func:`write_image` (one image's outputs, uploaded when they go to storage) and
+:func:`predict_video` (a whole video, read, predicted and written).
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ import torch
 from torch import nn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from clip2depth.errors import Clip2DepthError, ConfigError, DataError, is_out_of_memory
-from clip2depth.inference.camera import image_camera
+from clip2depth.errors import Clip2DepthError, ConfigError, is_out_of_memory
+from clip2depth.inference.camera import ImageCamera, image_camera
 from clip2depth.inference.outputs import OutputOptions, frames_dir, video_path, write_depth_files
 from clip2depth.inference.plan import InputRecord, Job, PredictionPlan, PredictReport, plan_predictions
 from clip2depth.inference.pointcloud import valid_mask
+from clip2depth.inference.storage import Location, local_copy, staged_outputs
 from clip2depth.io.colour import colorize_depth, depth_range
 from clip2depth.io.images import load_image
 from clip2depth.io.progress import progress as progress_bar
@@ -137,10 +143,99 @@ def run_plan(
 
 
 @dataclass(frozen=True)
-class _Loaded:
+class LoadedImage:
+    """An input image read for prediction.
+
+    Attributes:
+        job: the input.
+        rgb: H×W×3 uint8, as displayed (:func:`clip2depth.io.images.load_image`).
+        camera: the point cloud's camera (:func:`~clip2depth.inference.camera.image_camera`, read from the
+            file's EXIF when the outputs need one and none was given); None without ``ply``.
+        seconds: time spent reading it.
+    """
+
     job: Job
-    rgb: np.ndarray  # H×W×3 uint8, as displayed
-    seconds: float  # reading it
+    rgb: np.ndarray
+    camera: ImageCamera | None
+    seconds: float
+
+
+def read_image(job: Job, outputs: OutputOptions) -> LoadedImage:
+    """Read ``job``'s image (fetched first when it is a URL) and, for point clouds, its camera.
+
+    Raises:
+        Clip2DepthError: the file or object is missing or not a readable image; the message starts with
+            the input's name.
+    """
+    start = time.perf_counter()
+    with local_copy(job.path) as path:
+        try:
+            rgb = load_image(path)
+        except Clip2DepthError as exc:
+            if path == job.path:
+                raise
+            raise type(exc)(str(exc).replace(str(path), str(job.path))) from exc  # name the object, not the copy
+        height, width = rgb.shape[:2]
+        camera = image_camera(path, width, height, outputs.camera) if "ply" in outputs.formats else None
+    return LoadedImage(job, rgb, camera, time.perf_counter() - start)
+
+
+def predict_images(model: nn.Module, images: Sequence[np.ndarray], options: PredictOptions) -> list[np.ndarray]:
+    """Depth of same-size H×W×3 uint8 images, as one batch: one H×W float32 array of metres each.
+
+    Each image's depth does not depend on the other images of the batch beyond floating-point
+    summation order (no padding, no statistics shared across the batch).
+    """
+    return predict_batch(model, [image_tensor(rgb) for rgb in images], max_side=options.max_side,
+                         flip_tta=options.flip_tta, precision=options.precision)  # fmt: skip
+
+
+def write_image(loaded: LoadedImage, depth: np.ndarray, outputs: OutputOptions) -> list[Location]:
+    """Write the outputs of one predicted image (uploaded when they go to storage); returns what was written."""
+    camera = loaded.camera
+    if camera is not None and camera.from_exif:
+        logger.info("%s: point cloud from the %s", loaded.job.path, camera.source)
+    with staged_outputs(loaded.job.base) as (base, publish):
+        return publish(write_depth_files(base, loaded.rgb, depth, outputs, camera=camera))
+
+
+def depth_fields(depths: Sequence[np.ndarray] | np.ndarray) -> dict[str, float | None]:
+    """``depth_min``, ``depth_median``, ``depth_max`` of a depth map (or of a video's frames) for its record."""
+    stats = _DepthStats()
+    for depth in [depths] if isinstance(depths, np.ndarray) else depths:
+        stats.add(depth)
+    return stats.fields()
+
+
+def predict_video(
+    model: nn.Module, job: Job, outputs: OutputOptions, options: PredictOptions, *, progress: bool = False
+) -> InputRecord:
+    """Predict a video frame by frame into a colour depth video and/or per-frame files; its record.
+
+    An unreadable video, or one that runs out of memory, is a record saying so, not an exception.
+    """
+    start = time.perf_counter()
+    with local_copy(job.path) as path:
+        try:
+            info = video_info(path)
+        except (Clip2DepthError, OSError) as exc:
+            return InputRecord(job.index, str(job.path), "failed", error=error_reason(path, exc))
+        size = {"height": info.height, "width": info.width}
+        stats = _DepthStats()
+        try:
+            with staged_outputs(job.base) as (base, publish):
+                written = publish(_video(model, path, base, info, stats, outputs, options, progress))
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                if not isinstance(exc, (Clip2DepthError, OSError)):
+                    raise
+                return InputRecord(job.index, str(job.path), "failed", **size, error=error_reason(path, exc))
+            written = None
+    if written is None:  # outside the except clause, so the traceback's tensors are already freed
+        error = out_of_memory_reason(model, options, options.batch_size, "frame", info.height, info.width)
+        return InputRecord(job.index, str(job.path), "out_of_memory", **size, error=error)
+    return InputRecord(job.index, str(job.path), "done", outputs=tuple(written), **size, **stats.fields(),
+                       seconds=time.perf_counter() - start)  # fmt: skip
 
 
 class _DepthStats:
@@ -161,10 +256,28 @@ class _DepthStats:
         return {"depth_min": self.low, "depth_median": float(np.median(self.medians)), "depth_max": self.high}
 
 
-def _reason(path: Path, exc: BaseException) -> str:
+def error_reason(path: Location, exc: BaseException) -> str:
     """The exception's message without the leading ``"<path>: "`` (the record already names the input)."""
     message, prefix = str(exc), f"{path}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def warn_if_large(path: Location, height: int, width: int, model: nn.Module, options: PredictOptions) -> None:
+    """Log that an image (or video) larger than ``options.max_side`` is predicted downscaled."""
+    max_side = options.max_side
+    if max_side is not None and max(height, width) > max_side:
+        net_h, net_w = network_size(height, width, model.patch_size, max_side=max_side)
+        logger.warning("%s: %d×%d is larger than the maximum side %d; predicting at %d×%d, outputs at full "
+                       "size", path, width, height, max_side, net_w, net_h)  # fmt: skip
+
+
+def out_of_memory_reason(model: nn.Module, options: PredictOptions, count: int, what: str, height: int,
+                         width: int) -> str:
+    """The record's reason for a batch that ran out of memory (after handing the failed batch's memory back)."""
+    if model_device(model).type == "cuda":  # hand the failed batch's blocks back for the next one
+        torch.cuda.empty_cache()
+    return (f"out of memory predicting {count} {what}(s) of {width}×{height} "
+            f"(batch_size={options.batch_size}, max_side={options.max_side})")  # fmt: skip
 
 
 class _Run:
@@ -175,142 +288,106 @@ class _Run:
         self.records: list[InputRecord] = []
         self.bar: Any = None
 
-    def record(self, job: Job, status: str, **fields: Any) -> None:
-        if status != "done":
-            logger.debug("%s %s: %s", job.path, status, fields.get("error"))  # the report lists them
-        self.records.append(InputRecord(job.index, str(job.path), status, **fields))
+    def add(self, record: InputRecord) -> None:
+        if record.status != "done":
+            logger.debug("%s %s: %s", record.input, record.status, record.error)  # the report lists them
+        self.records.append(record)
         self.bar.update(1)
 
-    def _warn_if_large(self, path: Path, height: int, width: int) -> None:
-        max_side = self.options.max_side
-        if max_side is not None and max(height, width) > max_side:
-            net_h, net_w = network_size(height, width, self.model.patch_size, max_side=max_side)
-            logger.warning("%s: %d×%d is larger than the maximum side %d; predicting at %d×%d, outputs at full "
-                           "size", path, width, height, max_side, net_w, net_h)  # fmt: skip
-
-    def _infer(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        o = self.options
-        return predict_batch(self.model, [image_tensor(rgb) for rgb in images], max_side=o.max_side,
-                             flip_tta=o.flip_tta, precision=o.precision)  # fmt: skip
-
-    def _out_of_memory(self, count: int, what: str, height: int, width: int) -> str:
-        if model_device(self.model).type == "cuda":  # hand the failed batch's blocks back for the next one
-            torch.cuda.empty_cache()
-        o = self.options
-        return (f"out of memory predicting {count} {what}(s) of {width}×{height} "
-                f"(batch_size={o.batch_size}, max_side={o.max_side})")  # fmt: skip
+    def record(self, job: Job, status: str, **fields: Any) -> None:
+        self.add(InputRecord(job.index, str(job.path), status, **fields))
 
     # ------------------------------------------------------------------ images
 
-    def load(self, jobs: Iterator[Job]) -> Iterator[_Loaded]:
+    def load(self, jobs: Iterator[Job]) -> Iterator[LoadedImage]:
         for job in jobs:
-            start = time.perf_counter()
             try:
-                rgb = load_image(job.path)
-            except DataError as exc:
-                self.record(job, "failed", error=_reason(job.path, exc))
+                loaded = read_image(job, self.outputs)
+            except Clip2DepthError as exc:
+                self.record(job, "failed", error=error_reason(job.path, exc))
                 continue
-            self._warn_if_large(job.path, *rgb.shape[:2])
-            yield _Loaded(job, rgb, time.perf_counter() - start)
+            warn_if_large(job.path, *loaded.rgb.shape[:2], self.model, self.options)
+            yield loaded
 
-    def predict_images(self, batch: list[_Loaded]) -> None:
+    def predict_images(self, batch: list[LoadedImage]) -> None:
         """Predict one same-size batch and write each image's outputs; a batch out of memory is recorded."""
         height, width = batch[0].rgb.shape[:2]
         start = time.perf_counter()
         try:
-            depths = self._infer([item.rgb for item in batch])
+            depths = predict_images(self.model, [item.rgb for item in batch], self.options)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
             depths = None
         if depths is None:  # outside the except clause, so the traceback's tensors are already freed
-            error = self._out_of_memory(len(batch), "image", height, width)
+            error = out_of_memory_reason(self.model, self.options, len(batch), "image", height, width)
             for item in batch:
                 self.record(item.job, "out_of_memory", height=height, width=width, error=error)
             return
         shared = (time.perf_counter() - start) / len(batch)
         for item, depth in zip(batch, depths, strict=True):
             start = time.perf_counter()
-            stats = _DepthStats()
-            stats.add(depth)
             size = {"height": height, "width": width}
             try:
-                camera = image_camera(item.job.path, width, height, self.outputs.camera) \
-                    if "ply" in self.outputs.formats else None
-                if camera is not None and camera.from_exif:
-                    logger.info("%s: point cloud from the %s", item.job.path, camera.source)
-                written = write_depth_files(item.job.base, item.rgb, depth, self.outputs, camera=camera)
+                written = write_image(item, depth, self.outputs)
             except (Clip2DepthError, OSError) as exc:
                 self.record(item.job, "failed", **size, error=f"cannot write outputs: {exc}")
                 continue
             seconds = item.seconds + shared + time.perf_counter() - start
-            self.record(item.job, "done", outputs=tuple(written), **size, **stats.fields(), seconds=seconds)
+            self.record(item.job, "done", outputs=tuple(written), **size, **depth_fields(depth), seconds=seconds)
 
     # ------------------------------------------------------------------ videos
 
     def video(self, job: Job) -> None:
-        """Predict a video frame by frame: a colour depth video and/or per-frame files."""
-        start = time.perf_counter()
-        try:
-            info = video_info(job.path)
-        except (Clip2DepthError, OSError) as exc:
-            self.record(job, "failed", error=_reason(job.path, exc))
-            return
-        size = {"height": info.height, "width": info.width}
-        stats = _DepthStats()
-        try:
-            written = self._video(job, info, stats)
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                if not isinstance(exc, (Clip2DepthError, OSError)):
-                    raise
-                self.record(job, "failed", **size, error=_reason(job.path, exc))
-                return
-            written = None
-        if written is None:  # outside the except clause, as for images
-            error = self._out_of_memory(self.options.batch_size, "frame", info.height, info.width)
-            self.record(job, "out_of_memory", **size, error=error)
-            return
-        self.record(job, "done", outputs=tuple(written), **size, **stats.fields(), seconds=time.perf_counter() - start)
+        self.add(predict_video(self.model, job, self.outputs, self.options, progress=not self.bar.disable))
 
-    def _video(self, job: Job, info: Any, stats: _DepthStats) -> list[Path]:
-        outputs = self.outputs
-        fps = info.fps
-        if not fps:
-            logger.warning("%s: no frame rate stated; writing the depth video at %g fps", job.path, DEFAULT_VIDEO_FPS)
-            fps = DEFAULT_VIDEO_FPS
-        self._warn_if_large(job.path, info.height, info.width)
-        written: list[Path] = []
-        writer: VideoWriter | None = None
-        colour_range: tuple[float, float] | None = None
-        count = 0
-        with ExitStack() as stack:
-            frame_bar = stack.enter_context(progress_bar(total=info.frame_count, enabled=not self.bar.disable,
-                                                         desc=job.path.name, unit="frame", leave=False,
-                                                         position=1))  # fmt: skip
-            frames = size_batches(iter_video_frames(job.path), size=np.shape, batch_size=self.options.batch_size,
-                                  in_order=True)  # fmt: skip
-            for batch in frames:
-                depths = self._infer(batch)
-                if colour_range is None:  # one scale for the whole video, so a colour means one depth
-                    lo, hi = depth_range(np.concatenate(depths))
-                    colour_range = (lo if outputs.vmin is None else outputs.vmin,
-                                    hi if outputs.vmax is None else outputs.vmax)  # fmt: skip
-                for rgb, depth in zip(batch, depths, strict=True):
-                    stats.add(depth)
-                    if outputs.frame_formats:
-                        written += write_depth_files(frames_dir(job.base) / f"{count:06d}", rgb, depth, outputs,
-                                                     outputs.frame_formats)  # fmt: skip
-                    if "color" in outputs.formats:
-                        colour = colorize_depth(depth, cmap=outputs.cmap, vmin=colour_range[0], vmax=colour_range[1],
-                                                colorbar=outputs.colorbar)  # fmt: skip
-                        if writer is None:
-                            writer = stack.enter_context(VideoWriter(video_path(job.base), fps=fps,
-                                                                     size=(colour.shape[1], colour.shape[0])))
-                        writer.write(colour)
-                    count += 1
-                frame_bar.update(len(batch))
-        if writer is not None:
-            written.append(video_path(job.base))
-        logger.debug("%s: %d frames", job.path, count)
-        return written
+
+def _video(
+    model: nn.Module,
+    path: Path,
+    base: Path,
+    info: Any,
+    stats: _DepthStats,
+    outputs: OutputOptions,
+    options: PredictOptions,
+    progress: bool,
+) -> list[Path]:
+    """Predict the local video ``path`` into outputs named ``base``; returns the files written."""
+    fps = info.fps
+    if not fps:
+        logger.warning("%s: no frame rate stated; writing the depth video at %g fps", path, DEFAULT_VIDEO_FPS)
+        fps = DEFAULT_VIDEO_FPS
+    warn_if_large(path, info.height, info.width, model, options)
+    written: list[Path] = []
+    writer: VideoWriter | None = None
+    colour_range: tuple[float, float] | None = None
+    count = 0
+    with ExitStack() as stack:
+        frame_bar = stack.enter_context(progress_bar(total=info.frame_count, enabled=progress, desc=path.name,
+                                                     unit="frame", leave=False, position=1))  # fmt: skip
+        frames = size_batches(iter_video_frames(path), size=np.shape, batch_size=options.batch_size,
+                              in_order=True)  # fmt: skip
+        for batch in frames:
+            depths = predict_images(model, batch, options)
+            if colour_range is None:  # one scale for the whole video, so a colour means one depth
+                lo, hi = depth_range(np.concatenate(depths))
+                colour_range = (lo if outputs.vmin is None else outputs.vmin,
+                                hi if outputs.vmax is None else outputs.vmax)  # fmt: skip
+            for rgb, depth in zip(batch, depths, strict=True):
+                stats.add(depth)
+                if outputs.frame_formats:
+                    written += write_depth_files(frames_dir(base) / f"{count:06d}", rgb, depth, outputs,
+                                                 outputs.frame_formats)  # fmt: skip
+                if "color" in outputs.formats:
+                    colour = colorize_depth(depth, cmap=outputs.cmap, vmin=colour_range[0], vmax=colour_range[1],
+                                            colorbar=outputs.colorbar)  # fmt: skip
+                    if writer is None:
+                        writer = stack.enter_context(VideoWriter(video_path(base), fps=fps,
+                                                                 size=(colour.shape[1], colour.shape[0])))
+                    writer.write(colour)
+                count += 1
+            frame_bar.update(len(batch))
+    if writer is not None:
+        written.append(video_path(base))
+    logger.debug("%s: %d frames", path, count)
+    return written

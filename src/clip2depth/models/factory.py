@@ -22,6 +22,17 @@ logger = logging.getLogger(__name__)
 _DEVICE = re.compile(r"^(cpu|mps|cuda)(:\d+)?$")
 
 
+def check_device_name(name: str) -> None:
+    """Refuse a malformed device name (``gpu``, ``cuda:x``) without asking whether this machine has the device:
+    for devices of other machines (Ray workers).
+
+    Raises:
+        ConfigError: naming the value and the form expected.
+    """
+    if name != "auto" and not _DEVICE.match(name):
+        raise ConfigError(f"device={name} is not a device name: auto, cpu, cuda, cuda:N or mps", params=("device",))
+
+
 def _mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
