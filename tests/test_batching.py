@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clip2depth.models.infer import size_batches
+from clip2depth.training.datasets import EpochBatchSampler
 
 SIZES = ["A", "A", "B", "A", "B", "B", "A"]  # item i has size SIZES[i]
 
@@ -59,3 +60,28 @@ def test_items_are_pulled_lazily() -> None:
     assert first == [0, 1, 2] and pulled == [0, 1, 2]
     with pytest.raises(ValueError, match="at least 1"):
         next(size_batches([1], size=lambda i: (1,), batch_size=0))
+
+
+def _order(epoch: int, *, rank: int = 0, world: int = 1, start_batch: int = 0) -> list[int]:
+    sampler = EpochBatchSampler(12, seed=3, epoch=epoch, global_batch=4, rank=rank, world=world,
+                                start_batch=start_batch)
+    keys = list(sampler)
+    assert all(e == epoch for e, _ in keys) and len(keys) == len(sampler)
+    return [index for _, index in keys]
+
+
+def test_training_order_is_a_new_permutation_each_epoch_and_a_pure_function_of_it() -> None:
+    orders = [_order(epoch) for epoch in range(3)]
+
+    assert all(sorted(order) == list(range(12)) for order in orders)  # every sample once per epoch
+    assert len({tuple(order) for order in orders}) == 3
+    assert _order(1) == orders[1]
+    assert _order(1, start_batch=2) == orders[1][8:]  # a resumed epoch continues where it stopped
+
+
+def test_data_parallel_ranks_split_each_global_batch_in_order() -> None:
+    single = _order(0)
+    ranks = [_order(0, rank=r, world=2) for r in range(2)]
+
+    for b in range(3):  # global batch b is rank 0's two samples, then rank 1's
+        assert ranks[0][2 * b : 2 * b + 2] + ranks[1][2 * b : 2 * b + 2] == single[4 * b : 4 * b + 4]

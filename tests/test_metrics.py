@@ -168,3 +168,15 @@ def test_lower_is_better():
     assert not lower_is_better("d1") and not lower_is_better("d3")
     with pytest.raises(ConfigError):
         lower_is_better("accuracy")
+
+
+def test_prediction_is_resized_bilinearly_to_the_ground_truth():
+    pred = np.array([[1.0, 3.0]])  # 1×2 prediction of a 2×4 ground truth
+    # bilinear, align_corners=False: output column i samples input x = (i + 0.5) / 2 − 0.5, clamped at the edges
+    bilinear = np.tile([1.0, 1.5, 2.5, 3.0], (2, 1))
+    m = compute_metrics(pred, bilinear, **NYU)
+    assert m["abs_rel"] == pytest.approx(0.0, abs=1e-12) and m["rmse"] == pytest.approx(0.0, abs=1e-12)
+    nearest = np.tile([1.0, 1.0, 3.0, 3.0], (2, 1))  # what nearest-neighbour upsampling would give
+    m = compute_metrics(pred, nearest, **NYU)
+    assert m["abs_rel"] == pytest.approx((0.5 / 1.0 + 0.5 / 3.0) / 4)
+    assert m["rmse"] == pytest.approx(math.sqrt((0.25 + 0.25) / 4))

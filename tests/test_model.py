@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import open_clip
 import pytest
@@ -9,6 +11,7 @@ import torch
 from PIL import Image
 
 import clip2depth
+from clip2depth.models.base import DepthModel
 from clip2depth.models.clip_backbone import build_clip
 from clip2depth.models.config import PAPER_PROMPT
 from clip2depth.models.infer import network_size
@@ -256,6 +259,61 @@ def test_infer_max_side_downscales_but_returns_full_size(tiny_model):
     arr = np.zeros((200, 400, 3), dtype=np.uint8)
     assert network_size(200, 400, 16, max_side=128) == (64, 128)
     assert tiny_model.infer(arr, max_side=128).shape == (200, 400)
+
+
+class _Steps(DepthModel):
+    """Depth 1 m on the left half of its input and 3 m on the right half, whatever the pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(1))  # where inputs go (CPU)
+
+    @property
+    def patch_size(self) -> int:
+        return 2
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = images.shape
+        depth = torch.ones(b, 1, h, w)
+        depth[..., w // 2 :] = 3.0
+        return depth
+
+
+def test_infer_resizes_depth_back_bilinearly():
+    out = _Steps().infer(np.zeros((4, 8, 3), np.uint8), max_side=4)  # predicted at 2×4: rows of [1, 1, 3, 3]
+    # bilinear, align_corners=False, to 8 columns: column i samples x = (i + 0.5) / 2 − 0.5 (nearest: 1,1,1,1,3,3,3,3)
+    np.testing.assert_allclose(out, np.tile([1.0, 1.0, 1.0, 1.5, 2.5, 3.0, 3.0, 3.0], (4, 1)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("max_depth", [10.0, 80.0])
+def test_output_is_max_depth_times_sigmoid_of_the_logits(max_depth):
+    torch.manual_seed(0)
+    model = clip2depth.create_model("tiny", max_depth=max_depth)
+    last = model.decoder.head.layers[-1]  # the transposed convolution that gives the logits
+    images = torch.rand(1, 3, 32, 48)
+    for logit in (-9.0, -5.0, 2.0):  # 10 m: 1.23 mm, 66.9 mm, 8.81 m; 80 m: 9.87 mm, 0.535 m, 70.5 m
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.fill_(logit)
+            depth = model(images)
+        expected = max_depth / (1.0 + math.exp(-logit))
+        assert depth.shape == (1, 1, 32, 48)
+        torch.testing.assert_close(depth, torch.full_like(depth, expected), rtol=1e-5, atol=0)
+
+
+def test_film_gain_scales_the_deepest_level_only(fresh_tiny):
+    decoder = fresh_tiny.decoder
+    torch.manual_seed(0)
+    features = [torch.randn(1, width, 2, 3) for width in fresh_tiny.image_encoder.widths]  # shallowest first
+    with torch.no_grad():
+        query = fresh_tiny.query()
+        decoder.film_mul.weight.zero_()
+        decoder.film_mul.bias.zero_()  # gain 0: after the deepest level, a = W_add(q) whatever the image said
+        base = decoder(features, query)
+        deepest_moved = decoder([*features[:-1], features[-1] + 1.0], query)
+        shallowest_moved = decoder([features[0] + 1.0, *features[1:]], query)
+    assert torch.equal(deepest_moved, base)
+    assert (shallowest_moved - base).abs().max().item() > 1e-4  # shallower levels are added after FiLM
 
 
 def test_preset_registry():

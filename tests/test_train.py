@@ -9,13 +9,15 @@ import signal
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import clip2depth
 from clip2depth.cli import main
 from clip2depth.errors import Clip2DepthError, ConfigError
-from clip2depth.training.config import Recipe, apply_overrides, load_recipe
+from clip2depth.training.config import Recipe, apply_overrides, list_recipes, load_recipe
 from clip2depth.training.losses import silog_loss
+from clip2depth.training.resume import TrainState, read_resume, restore_rng, save_last
 from clip2depth.training.trainer import Trainer, one_cycle_lr, train
 
 SMALL = [
@@ -48,6 +50,42 @@ def test_silog_loss_by_hand():
     mean_sq, mean = g * g / 3, g / 3
     assert silog_loss(pred2, gt).item() == pytest.approx(10 * math.sqrt(mean_sq - 0.85 * mean**2), rel=1e-5)
     assert math.isnan(silog_loss(pred, torch.zeros_like(gt)).item())
+
+
+@pytest.mark.parametrize("source", ["synthetic_recipe", "recipe_without_lambda"])
+def test_a_training_step_minimises_silog_with_lambda_085(tmp_path, source):
+    recipe = small_recipe()
+    if source == "recipe_without_lambda":  # a user's recipe that leaves the loss alone gets the paper's lambda
+        data = recipe.to_dict()
+        del data["train"]["variance_focus"]
+        (tmp_path / "mine.yaml").write_text(yaml.safe_dump(data))
+        recipe = load_recipe(str(tmp_path / "mine.yaml"))
+    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    trainer.prepare()
+    gt = torch.tensor([[[[1.0, 2.0], [4.0, 0.0]]]])  # one invalid pixel
+    pred = torch.tensor([[[[1.0, 4.0], [4.0, 1.0]]]], requires_grad=True)  # g = [0, log 2, 0] on valid pixels
+    trainer.forward = lambda images: pred * 1.0  # the loss sees exactly this prediction
+    loss = trainer.train_step([{"image": torch.zeros(1, 3, 2, 2), "depth": gt, "errors": []}])
+    g = math.log(2.0)
+    assert loss == pytest.approx(10 * math.sqrt(g * g / 3 - 0.85 * (g / 3) ** 2), rel=1e-6)  # λ = 1 gives 3.268
+    assert pred.grad is not None and pred.grad[0, 0, 1, 1] == 0  # the invalid pixel takes no part
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_shipped_recipe_trains_with_the_papers_silog_lambda(name):
+    assert load_recipe(name).train.variance_focus == 0.85
+
+
+def test_resume_state_restores_the_torch_random_stream(tmp_path, fresh_tiny):
+    optimizer = torch.optim.AdamW([p for _, p in fresh_tiny.trainable_parameters()])
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    torch.manual_seed(123)
+    save_last(tmp_path, fresh_tiny, optimizer, scaler, TrainState(), world=1, global_batch=8,
+              recipe=small_recipe().to_dict(), validation=None)
+    expected = torch.rand(5)  # what the run would have drawn next
+    torch.rand(7)  # the stream moves on (or a new process starts from another seed)
+    restore_rng(read_resume(tmp_path / "last", global_batch=8).rng)
+    assert torch.equal(torch.rand(5), expected)
 
 
 def test_recipe_overrides_are_strict():
