@@ -5,9 +5,10 @@ mode or index). For each, the harness copies ``src/`` to a temporary folder, app
 worktree is never touched), and runs the tests named for that mutant against the copy (``PYTHONPATH`` puts the
 copy first) with ``pytest -x -q``. A mutant is *killed* when a test fails, *survived* when every test passes
 (the suite has a hole), and an *error* when its snippet is no longer in the source (update the mutant) or pytest
-could not run. Run from the repository root::
+could not run. First every named test is run once on the unchanged source: one that fails there would count as a
+kill for nothing, so the harness stops (exit status 2). Run from the repository root::
 
-    python tools/mutants.py                 # every mutant; exit status 0 only if all are killed
+    python tools/mutants.py                 # every mutant; exit status 0 only if all are killed, else 1
     python tools/mutants.py --list          # names, files and tests, nothing run
     python tools/mutants.py eval_resize_nearest infer_resize_nearest   # just these
 """
@@ -68,7 +69,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("infer_resize_nearest", "models/infer.py",
            'depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)',
            'depth = F.interpolate(depth, size=(h, w), mode="nearest")',
-           ("tests/test_image_input.py::test_infer_resizes_depth_back_bilinearly",),
+           ("tests/test_model.py::test_infer_resizes_depth_back_bilinearly",),
            "infer resizes depth back to the input with nearest instead of bilinear"),
     # --- metric formulas and masks
     Mutant("metric_abs_rel_over_pred", "evaluation/metrics.py",
@@ -88,8 +89,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "pred_np = np.clip(pred_np, min_depth, max_depth)", "pred_np = np.clip(pred_np, min_depth, None)",
            ("tests/test_metrics.py",), "predictions beyond max_depth not clamped"),
     Mutant("eval_settings_depth_range", "evaluation/protocol.py",
-           "min_depth=settings.min_depth, max_depth=settings.max_depth,", "min_depth=settings.min_depth, max_depth=10.0,",
-           ("tests/test_evaluate.py",), "evaluation ignores the settings' max depth (KITTI's 80 m)"),
+           "min_depth=settings.min_depth, max_depth=settings.max_depth,",
+           "min_depth=settings.min_depth, max_depth=10.0,",
+           ("tests/test_evaluate.py::test_kitti_pngs_have_full_ground_truth_size_and_none_for_images_without_ground_truth",),
+           "evaluation ignores the settings' max depth (KITTI's 80 m)"),
     Mutant("crop_nyu_eigen_cols", "evaluation/metrics.py",
            "mask[45:471, 41:601] = True", "mask[45:471, 46:601] = True",
            ("tests/test_metrics.py",), "NYU Eigen crop with DepthCLIP's columns"),
@@ -108,12 +111,14 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_model.py::test_film_gain_scales_the_deepest_level_only",),
            "FiLM without its multiplicative gain"),
     Mutant("film_wrong_level", "models/decoder.py",
-           "if level == 0 and self.film_mul is not None:", "if level == len(self.reduces) - 1 and self.film_mul is not None:",
+           "if level == 0 and self.film_mul is not None:",
+           "if level == len(self.reduces) - 1 and self.film_mul is not None:",
            ("tests/test_model.py::test_film_gain_scales_the_deepest_level_only",),
            "FiLM after the shallowest level instead of the deepest"),
     Mutant("mirror_pooled_index", "models/prompt_encoder.py",
            "return self._project(x[:, self.pooled_index])", "return self._project(x[:, self.pooled_index - 1])",
-           ("tests/test_model.py",), "the query read one position before EOT"),
+           ("tests/test_model.py::test_mirror_holding_the_prompt_embeddings_reproduces_encode_text",),
+           "the query read one position before EOT"),
     # --- data, files, geometry
     Mutant("augment_flip_image_only", "data/transforms.py",
            "image, depth = image.flip(-1), depth.flip(-1)", "image, depth = image.flip(-1), depth",
@@ -134,7 +139,7 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_pointcloud.py",), "focal length from the full FOV instead of half of it"),
     Mutant("resume_rng_not_restored", "training/resume.py",
            'torch.set_rng_state(rng["rng.torch"])', "pass",
-           ("tests/test_checkpoint.py::test_resume_state_restores_the_torch_random_stream",),
+           ("tests/test_train.py::test_resume_state_restores_the_torch_random_stream",),
            "resume leaves torch's random stream where it is"),
     Mutant("batch_order_same_every_epoch", "training/datasets.py",
            "manual_seed(self.seed * 100_003 + self.epoch)", "manual_seed(self.seed * 100_003)",
@@ -176,12 +181,8 @@ def run_mutant(mutant: Mutant, python: str, timeout: float) -> Outcome:
             apply(mutant, src_copy)
         except LookupError as exc:
             return Outcome(mutant, "error", str(exc), time.perf_counter() - start)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src_copy),
-                                                                        os.environ.get("PYTHONPATH")]))}
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests]
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+            proc = _pytest(list(mutant.tests), src_copy, python, timeout)
         except subprocess.TimeoutExpired:
             return Outcome(mutant, "error", f"tests ran past {timeout:g} s", time.perf_counter() - start)
     seconds = time.perf_counter() - start
@@ -191,6 +192,20 @@ def run_mutant(mutant: Mutant, python: str, timeout: float) -> Outcome:
     if proc.returncode == 1:
         return Outcome(mutant, "killed", _first_failure(output), seconds)
     return Outcome(mutant, "error", f"pytest exit {proc.returncode}: {_first_failure(output)}", seconds)
+
+
+def _pytest(tests: list[str], src: Path, python: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def baseline(mutants: list[Mutant], python: str, timeout: float) -> str | None:
+    """Run every named test once on the unchanged source; a failure here would pass for a kill later."""
+    tests = list(dict.fromkeys(t for m in mutants for t in m.tests))
+    proc = _pytest(tests, ROOT / "src", python, timeout)
+    return None if proc.returncode == 0 else _first_failure(proc.stdout + proc.stderr)
 
 
 def check_copy_is_imported(python: str) -> None:
@@ -210,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutants and their tests, run nothing")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant's tests (default 600)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the first run of the named tests on the unchanged source")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs pytest (default: this one)")
     args = parser.parse_args(argv)
 
@@ -224,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     check_copy_is_imported(args.python)
+    if not args.no_baseline:
+        failed = baseline(chosen, args.python, args.timeout)
+        if failed is not None:
+            print(f"baseline: {failed} fails on the unchanged source; fix it first (a kill would mean nothing)")
+            return 2
+        print("baseline: every named test passes on the unchanged source", flush=True)
     outcomes = []
     for m in chosen:
         outcome = run_mutant(m, args.python, args.timeout)
