@@ -135,9 +135,13 @@ def test_file_placed_by_hand_is_verified_not_fetched(server, tmp_path):
 def test_recorded_md5_of_the_annotated_depth_is_checked(tmp_path):
     files, _ = kitti_files(tmp_path)
     annotated = next(s for s in sources.sources_for("kitti", "test") if s.name == "data_depth_annotated.zip")
-    assert annotated.md5  # the real file's checksum is recorded; our look-alike cannot match it
-    with FileServer(files) as server, pytest.raises(DataError, match="md5 checksum differs"):
-        fetch(annotated, tmp_path, mirror=server.url, timeout=10, show_progress=False)
+    look_alike = files["data_depth_annotated.zip"]
+    with FileServer(files) as server:
+        with pytest.raises(DataError, match=f"md5 checksum differs from the recorded {annotated.md5}"):
+            fetch(annotated, tmp_path / "real", mirror=server.url, timeout=10, show_progress=False)
+        own = dataclasses.replace(annotated, md5=hashlib.md5(look_alike).hexdigest(), size=len(look_alike))
+        fetched = fetch(own, tmp_path / "own", mirror=server.url, timeout=10, show_progress=False)
+    assert fetched.read_bytes() == look_alike  # the md5 is what told the two apart
 
 
 def test_gdrive_confirmation_page_is_followed():

@@ -79,17 +79,33 @@ def test_kb_crop_and_paste_back():
         kb_crop_box(300, 1242)
 
 
-def test_kb_crop_in_augment():
-    g = torch.Generator().manual_seed(0)
-    sample = {"image": torch.rand(3, 375, 1242), "depth": torch.rand(1, 375, 1242), "path": "k.png"}
-    out = TrainAugment(crop_size=(352, 704), rotate_deg=1.0, kb_crop=True)(sample, g)
-    assert out["image"].shape == (3, 352, 704)
+def test_kb_crop_in_augment_then_a_window_of_it():
+    depth = torch.arange(375 * 1242, dtype=torch.float32).view(1, 375, 1242)  # each value names its pixel
+    sample = {"image": torch.rand(3, 375, 1242), "depth": depth, "path": "k.png"}
+    aug = TrainAugment(crop_size=(352, 704), rotate_deg=0.0, flip_p=0.0, color_p=0.0, kb_crop=True)
+    lefts = set()
+    for seed in range(4):
+        out = aug(sample, torch.Generator().manual_seed(seed))
+        top, left = divmod(int(out["depth"][0, 0, 0]), 1242)
+        assert top == 23 and 13 <= left <= 13 + 1216 - 704  # the KB crop's rows, a window inside its columns
+        assert torch.equal(out["depth"], depth[:, 23:, left : left + 704])
+        assert torch.equal(out["image"], sample["image"][:, 23:, left : left + 704])
+        lefts.add(left)
+    assert len(lefts) > 1  # the window is random
 
 
 def test_usable_as_dataset_transform_without_generator():
     from clip2depth.data.synthetic import SyntheticDataset
 
+    plain = SyntheticDataset("train", size=(48, 64), length=2)[0]
+    ds = SyntheticDataset("train", size=(48, 64), length=2, transform=TrainAugment(crop_size=(32, 48), rotate_deg=0.0,
+                                                                                   flip_p=0.0, color_p=0.0))
     torch.manual_seed(0)
-    ds = SyntheticDataset("train", size=(48, 64), length=2, transform=TrainAugment(crop_size=(32, 48), rotate_deg=2.5))
-    sample = ds[0]
-    assert sample["image"].shape == (3, 32, 48) and sample["depth"].shape == (1, 32, 48)
+    first = ds[0]
+    torch.manual_seed(0)
+    again = ds[0]  # the global RNG (seeded per DataLoader worker) decides the crop
+    assert torch.equal(first["depth"], again["depth"]) and torch.equal(first["image"], again["image"])
+    windows = [(t, left) for t in range(17) for left in range(17)
+               if torch.equal(plain["depth"][:, t : t + 32, left : left + 48], first["depth"])
+               and torch.equal(plain["image"][:, t : t + 32, left : left + 48], first["image"])]
+    assert windows  # a 32×48 window of the scene, image and depth cut at the same place
