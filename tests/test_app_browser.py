@@ -27,6 +27,7 @@ pytest.importorskip("gradio", reason="the web app needs the app extra: pip insta
 
 from clip2depth.app.predict import describe_model  # noqa: E402
 from clip2depth.app.ui import build_app, example_images, launch  # noqa: E402
+from clip2depth.io.depth import load_depth_png16  # noqa: E402
 from clip2depth.models.factory import create_model  # noqa: E402
 
 CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome")
@@ -130,11 +131,16 @@ def download_png16(page, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def app_model_dir(tmp_path_factory):
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("model") / "best"
     create_model("tiny").save_pretrained(str(directory))
-    with serve(str(directory)) as url:
+    return directory
+
+
+@pytest.fixture(scope="module")
+def app_url(app_model_dir):
+    with serve(str(app_model_dir)) as url:
         yield url
 
 
@@ -154,7 +160,7 @@ def _photo(path: Path, size: tuple[int, int] = (150, 100)) -> Path:
     return path
 
 
-def test_browser_upload_shows_depth_3d_view_and_downloads_png16(app_url, chromium, tmp_path):
+def test_browser_upload_shows_depth_3d_view_and_downloads_png16(app_url, app_model_dir, chromium, tmp_path):
     photo = _photo(tmp_path / "photo.png", size=(150, 100))
     with browser_page(chromium) as page:
         colour = estimate_depth(page, app_url, photo)
@@ -166,7 +172,8 @@ def test_browser_upload_shows_depth_3d_view_and_downloads_png16(app_url, chromiu
         png16 = download_png16(page, tmp_path / "downloaded.png")
         with Image.open(png16) as image:
             assert image.size == (150, 100) and image.mode.startswith("I;16")
-            assert np.asarray(image).max() > 0
+        expected = create_model(str(app_model_dir)).infer(photo)  # what the library says for this photo
+        np.testing.assert_allclose(load_depth_png16(png16), expected, atol=0.5e-3 + 1e-5)  # millimetres, rounded
 
         box = page.locator("#depth-image img").first.bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
