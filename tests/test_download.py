@@ -124,7 +124,8 @@ def test_file_placed_by_hand_is_verified_not_fetched(server, tmp_path):
     folder = download.downloads_dir(tmp_path)
     folder.mkdir(parents=True)
     (folder / "blob.bin").write_bytes(PAYLOAD)
-    assert fetch(_source(sha256=hashlib.sha256(PAYLOAD).hexdigest()), tmp_path, mirror=server.url).is_file()
+    placed = fetch(_source(sha256=hashlib.sha256(PAYLOAD).hexdigest()), tmp_path, mirror=server.url)
+    assert placed.read_bytes() == PAYLOAD
     assert server.requests == []
     (folder / "blob.bin").write_bytes(PAYLOAD[:-1])
     with pytest.raises(DataError, match="checksum differs.*was deleted"):
@@ -285,8 +286,9 @@ def test_kitti_get_only_test(tmp_path, monkeypatch):
                          "--test-list", test_list)
     assert result.code == 0, result.err
     assert "3 files to fetch" in result.out and "kitti test: complete" in result.out
-    assert (root / "2011_09_26" / f"{KITTI_DRIVE}_sync" / "image_02" / "data" / "0000000001.png").is_file()
-    assert (root / "2011_09_26" / "calib_cam_to_cam.txt").is_file()
+    with Image.open(root / "2011_09_26" / f"{KITTI_DRIVE}_sync" / "image_02" / "data" / "0000000001.png") as frame:
+        assert (np.asarray(frame) == 90).all() and frame.size == (1242, 375)  # the served frame, unpacked intact
+    assert (root / "2011_09_26" / "calib_cam_to_cam.txt").read_bytes() == b"calib\n"
     assert (root / "data_depth_annotated" / "val" / f"{KITTI_DRIVE}_sync").is_dir()
 
 

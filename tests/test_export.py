@@ -202,7 +202,10 @@ def test_cli_exports_and_checks_three_sizes_by_default(exported, tmp_path, capsy
     printed = capsys.readouterr().out
     assert "224x320: max relative error" in printed and "352x480: max relative error" in printed
     assert "100x130: max relative error" in printed  # a size that is not a patch multiple
-    assert out.is_file()
+    images = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(images).numpy()
+    assert _relative_error(_run(out, images), expected) <= MAX_RELATIVE_ERROR  # the file is this model
 
 
 @pytest.mark.parametrize(("sizes", "fragments"), [(["64"], ["H W pairs"]),
