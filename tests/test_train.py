@@ -10,6 +10,7 @@ import signal
 import pytest
 import torch
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 
 import clip2depth
@@ -226,8 +227,11 @@ def test_demo_writes_report_and_summary(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) >= {"model", "baseline", "seconds"}
     assert set(summary["model"]) == set(clip2depth.evaluation.metrics.METRIC_KEYS) == set(summary["baseline"])
-    for name in ("report.md", "curves.png", "samples.png"):
-        assert (out / name).is_file()
+    report = (out / "report.md").read_text()
+    assert f"| clip2depth (tiny, synthetic) | {summary['model']['abs_rel']:.4f} |" in report  # the measured numbers
+    assert "![curves](curves.png)" in report and "![samples](samples.png)" in report
+    with Image.open(out / "curves.png") as curves, Image.open(out / "samples.png") as samples:
+        assert curves.size == (900, 320) and samples.size == (1170, 4 * 234)  # a row per test scene
     assert "AbsRel model/baseline" in capsys.readouterr().out
 
 
