@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from clip2depth.errors import DataError
 from clip2depth.io.atomic import atomic_path
 from clip2depth.io.colour import colorize_depth
 from clip2depth.io.depth import SCALE_KEY, load_depth_png16, read_depth_file, save_depth_npy, save_depth_png16
-from clip2depth.io.images import load_image, to_rgb_uint8
+from clip2depth.io.images import focal_pixels_from_35mm, load_image, to_rgb_uint8
 from clip2depth.io.inputs import expand_inputs, find_files, output_stem
 from imagefiles import png16_rgb
 
@@ -210,3 +211,10 @@ def test_colorize_depth_shapes_and_near_is_warm() -> None:
     assert (plain[0, 0] == 0).all()
     near, far = plain[6, 0].astype(int), plain[6, -1].astype(int)
     assert near[0] > near[2] and far[2] > far[0]
+
+
+def test_35mm_focal_length_gives_the_full_frames_diagonal_field_of_view():
+    assert focal_pixels_from_35mm(26.0, 48, 32) == pytest.approx(26 * 48 / 36)  # 3:2, like the frame: W / 36 mm
+    # a 4:3 phone photo: diagonal 5040 px against the frame's 43.27 mm (the 3:2 width rule would give 2912 px)
+    assert focal_pixels_from_35mm(26.0, 4032, 3024) == pytest.approx(26 * 5040 / math.hypot(36, 24))
+    assert focal_pixels_from_35mm(26.0, 3024, 4032) == pytest.approx(focal_pixels_from_35mm(26.0, 4032, 3024))

@@ -285,6 +285,21 @@ def test_infer_resizes_depth_back_bilinearly():
     np.testing.assert_allclose(out, np.tile([1.0, 1.0, 1.0, 1.5, 2.5, 3.0, 3.0, 3.0], (4, 1)), rtol=1e-6)
 
 
+class _RedIsDepth(_Steps):
+    """Depth ``1 + 2·red`` metres, pixel by pixel: a model that mirrors exactly with its input."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return 1.0 + 2.0 * images[:, :1]
+
+
+def test_flip_tta_averages_with_the_prediction_of_the_mirror_image_flipped_back():
+    ramp = torch.linspace(0.0, 1.0, 8).expand(3, 4, 8).clone()  # red grows to the right
+    model = _RedIsDepth()
+    plain = model.infer(ramp)
+    np.testing.assert_allclose(plain, 1.0 + 2.0 * ramp[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(model.infer(ramp, flip_tta=True), plain, rtol=1e-6)  # unflipped: a flat 2 m
+
+
 @pytest.mark.parametrize("max_depth", [10.0, 80.0])
 def test_output_is_max_depth_times_sigmoid_of_the_logits(max_depth):
     torch.manual_seed(0)
