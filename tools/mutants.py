@@ -272,4 +272,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `--list | head`: the reader has gone, nothing left to say
+        sys.stderr.close()
+        sys.exit(0)
