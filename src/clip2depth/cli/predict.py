@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     for path, reason in report.failed:
         print(f"  {path}: {reason}", file=sys.stderr)
     if report.out_of_memory:
-        print(f"{len(report.out_of_memory)} ran out of memory: a smaller --batch-size or --max-side may fit",
+        print(f"{len(report.out_of_memory)} ran out of memory: a smaller --batch-size or --size may fit",
               file=sys.stderr)
     if report.exit_code:
         raise DataError(f"none of the {report.matched} inputs could be predicted; the reasons are listed above")

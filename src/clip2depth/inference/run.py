@@ -278,22 +278,15 @@ def log_network_size(path: Location, height: int, width: int, model: nn.Module, 
     logger.debug("%s: %d×%d predicted at %d×%d, depth at full size", path, width, height, net_w, net_h)
 
 
-def scale_text(options: PredictOptions) -> str:
-    """How ``options`` choose the processing size, as a record's reason names it (``max_side=1600``)."""
-    if options.max_side is not None:
-        return f"max_side={options.max_side}"
-    if options.size is not None:
-        return f"size={options.size[0]}×{options.size[1]}"
-    return "native" if options.native else "at the model's own scale"
-
-
 def out_of_memory_reason(model: nn.Module, options: PredictOptions, count: int, what: str, height: int,
                          width: int) -> str:
     """The record's reason for a batch that ran out of memory (after handing the failed batch's memory back)."""
     if model_device(model).type == "cuda":  # hand the failed batch's blocks back for the next one
         torch.cuda.empty_cache()
+    net_h, net_w = model_network_size(model, height, width, max_side=options.max_side, size=options.size,
+                                      native=options.native)
     return (f"out of memory predicting {count} {what}(s) of {width}×{height} "
-            f"(batch_size={options.batch_size}, {scale_text(options)})")  # fmt: skip
+            f"at {net_w}×{net_h} (batch_size={options.batch_size})")  # fmt: skip
 
 
 class _Run:
