@@ -22,7 +22,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2depth.errors import ConfigError
     from clip2depth.models.factory import create_model
     from clip2depth.models.infer import network_size
     from clip2depth.models.profiling import count_flops, count_parameters, parameter_table
@@ -30,12 +29,7 @@ def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, pretrained=args.pretrained)
     p = model.patch_size
     own = model.processing_size
-    if args.size is None:
-        h, w = network_size(*own, p, native=True)  # the model's own scale, as predict rounds it
-    else:
-        h, w = args.size
-        if h % p or w % p:
-            raise ConfigError(f"--size {h} {w}: both must be multiples of the patch size {p}")
+    h, w = network_size(*own, p, size=args.size)  # --size, else the model's own scale; rounded as predict does
     trainable, frozen = count_parameters(model)
     result = {
         "model": args.model,
