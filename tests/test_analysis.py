@@ -280,8 +280,9 @@ def test_inspect_mirror_writes_reports_and_convergence(ablation_dir, tmp_path):
     out, _ = ablation_dir
     run = out / "prompt=mirror"
     torch.manual_seed(0)
-    save_pretrained(clip2depth.create_model("tiny", prompt_mode="mirror"), run / "steps" / "step-000000",
-                    extra={"step": 0})
+    train_size = json.loads((run / "last" / "config.json").read_text())["model"]["train_size"]  # the run's scale
+    save_pretrained(clip2depth.create_model("tiny", prompt_mode="mirror", train_size=train_size),
+                    run / "steps" / "step-000000", extra={"step": 0})
     assert [p.name for p in expand_checkpoints([run])] == ["step-000000", "best"]  # best and last: one step
     report_dir = tmp_path / "mirror"
     argv = ["--model", str(run / "last"), "--checkpoints", str(run), "--synthetic", "2", "--synthetic-size", "32", "48",

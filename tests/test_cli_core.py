@@ -17,7 +17,6 @@ import clip2depth.models.profiling
 from clip2depth.cli.options import (
     fraction,
     from_kit,
-    max_side,
     non_negative_float,
     non_negative_int,
     port,
@@ -25,7 +24,7 @@ from clip2depth.cli.options import (
     positive_int,
 )
 from clip2depth.errors import ConfigError, DataError, is_out_of_memory
-from clip2depth.inference.run import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SIDE
+from clip2depth.inference.run import DEFAULT_BATCH_SIZE
 from clip2depth.io.progress import progress_enabled
 from clirun import assert_user_error, run_cli
 
@@ -247,7 +246,7 @@ PER_COMMAND_DEFAULT = {  # same type, choices and help; the default (and the hel
     "--model": "required where a command runs the model you name; info has a preset, app the demo's model, "
                "train, ablate and reproduce the recipe's",
     "--out": "each command names its own output folder; reproduce has no default",
-    "--max-side": "eval keeps the evaluation protocol's own sizes; predict and consistency share DEFAULT_MAX_SIDE",
+    "--max-side": "eval keeps the evaluation protocol's own sizes; predict and consistency the model's own scale",
     "--data-root": "an omitted root is the dataset's environment variable, the recipe's root or data/<dataset>",
     "--gt-root": "eval reads $CLIP2DEPTH_KITTI_GT_ROOT, data check ROOT/data_depth_annotated",
     "--split": "eval evaluates the test split, ablate the recipe's validation split",
@@ -312,21 +311,30 @@ def test_every_shared_flag_comes_from_the_kit_and_reads_the_same_everywhere() ->
             assert _signature(flag, action) == _signature(flag, first), (flag, first_command, command)
 
 
-def test_the_commands_that_predict_users_files_share_one_max_side_and_batch_size() -> None:
+def test_the_commands_that_predict_users_files_share_one_scale_and_batch_size() -> None:
     parsers = _command_parsers()
     for command in ("clip2depth predict", "clip2depth consistency"):
         options = parsers[command]._option_string_actions
-        assert options["--max-side"].default == DEFAULT_MAX_SIDE == 1600
+        assert options["--max-side"].default is None and options["--size"].default is None
+        assert options["--native"].default is False
         assert options["--batch-size"].default == DEFAULT_BATCH_SIZE == 4
-        assert options["--max-side"].help.endswith("(default: 1600)")
+        assert options["--max-side"].help.endswith("(default: the model's own scale: the pixel count of the size "
+                                                   "it was trained at, the image's aspect kept)")
+        parser = parsers[command]
+        argv = ["--model", "tiny", "--synthetic", "4"] if command.endswith("consistency") else ["x.jpg", "--model",
+                                                                                                  "tiny"]
+        for flags in (["--max-side", "64", "--native"], ["--size", "64", "64", "--max-side", "64"],
+                      ["--native", "--size", "64", "64"]):
+            with pytest.raises(cli_main.UsageError, match="not allowed with argument"):
+                parser.parse_args([*argv, *flags])
     assert parsers["clip2depth eval"]._option_string_actions["--max-side"].default is None
+    assert "--native" not in parsers["clip2depth eval"]._option_string_actions
     assert not any("--no-progress" in p._option_string_actions for p in parsers.values())  # -q is the switch
 
 
 @pytest.mark.parametrize(("parse", "text", "value"), [
     (positive_int, "3", 3), (non_negative_int, "0", 0), (positive_float, "0.25", 0.25),
     (non_negative_float, "0", 0.0), (fraction, "1", 1.0), (port, "65535", 65535),
-    (max_side, "640", 640), (max_side, " None ", None),
 ])
 def test_kit_types_accept(parse, text: str, value) -> None:
     assert parse(text) == value
@@ -335,7 +343,7 @@ def test_kit_types_accept(parse, text: str, value) -> None:
 @pytest.mark.parametrize(("parse", "text"), [
     (positive_int, "0"), (positive_int, "1.5"), (positive_int, "x"), (non_negative_int, "-1"),
     (positive_float, "0"), (positive_float, "inf"), (positive_float, "nan"), (non_negative_float, "-0.1"),
-    (fraction, "0"), (fraction, "1.01"), (port, "0"), (port, "65536"), (max_side, "0"), (max_side, "1e3"),
+    (fraction, "0"), (fraction, "1.01"), (port, "0"), (port, "65536"),
 ])
 def test_kit_types_refuse_naming_the_value(parse, text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(text))):

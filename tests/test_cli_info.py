@@ -37,6 +37,8 @@ def test_bad_model_is_one_clear_error(capsys, tmp_path):
     assert "Traceback" not in err
 
 
-def test_bad_size_is_refused(capsys):
-    assert main(["-q", "info", "--model", "tiny", "--size", "100", "64"]) == 1
-    assert "multiples of the patch size 16" in capsys.readouterr().err
+def test_size_is_rounded_to_the_patch_size_as_predict_rounds_it(capsys):
+    assert main(["-q", "info", "--model", "tiny", "--size", "100", "64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["size"] == [96, 64]  # 100 / 16 = 6.25 -> 6 patches
+    assert main(["-q", "info", "--model", "tiny", "--size", "0", "64"]) == 1
+    assert "argument --size: '0' is not a whole number of 1 or more" in capsys.readouterr().err

@@ -143,7 +143,7 @@ def test_infer_any_size_and_flip_tta_order(model):
     # The authors average with the flipped prediction at H/32×W/32, then upsample; we average at
     # full resolution. Both must agree.
     x = torch.rand(3, 64, 96)
-    ours = model.infer(x, flip_tta=True)
+    ours = model.infer(x, flip_tta=True, native=True)  # at 64x96, the size of their computation
     t = model.text_features
     low = model.depth_from_features(model.patch_features(x[None]), t)
     low_flip = model.depth_from_features(model.patch_features(x[None].flip(-1)), t).flip(-1)

@@ -36,7 +36,7 @@ def _write_pair(folder, stem: str, rng: np.random.Generator, size=(48, 64)) -> t
         (["--input-box", "-1", "0", "32", "32"], ["--input-box", "'-1' is not a whole number of 0 or more"]),
         (["--input-box", "0", "0", "0", "32"], ["--input-box", "H and W must be at least 1, got 0 32"]),
         (["--num-workers", "-1"], ["--num-workers", "'-1'"]),
-        (["--max-side", "0"], ["--max-side", "'0'", "'none'"]),
+        (["--max-side", "0"], ["--max-side", "'0'", "whole number of 1 or more"]),
         (["--min-depth", "5", "--max-depth", "2"], ["--min-depth must be below --max-depth"]),
         (["--max-depth", "-1"], ["--max-depth", "'-1' is not a finite number above 0"]),
         (["--synthetic", "0"], ["--synthetic", "'0'"]),

@@ -31,7 +31,9 @@ def _image(path: Path, seed: int = 0) -> Path:
     ("flags", "fragments"),
     [
         # argparse types of the flag kit: the flag, the value, what it must be
-        (["--max-side", "0"], ["argument --max-side: '0' is not a positive number of pixels or 'none'"]),
+        (["--max-side", "0"], ["argument --max-side: '0' is not a whole number of 1 or more"]),
+        (["--max-side", "none"], ["--max-side", "'none'"]),  # --native replaces it
+        (["--size", "0", "64"], ["argument --size: '0' is not a whole number of 1 or more"]),
         (["--max-side", "-32"], ["--max-side", "'-32'"]),
         (["--max-side", "big"], ["--max-side", "'big'"]),
         (["--max-side", "1.5"], ["--max-side", "'1.5'"]),
@@ -159,8 +161,9 @@ def test_a_batch_out_of_memory_is_a_listed_skip_and_the_rest_is_written(
 
     assert result.code == 0 and "Traceback" not in result.err, result.err
     assert "1 of 2 inputs done, 1 failed (1 out of memory); 1 files written" in result.out
-    assert f"  {big}: out of memory predicting 1 image(s) of 48×32 (batch_size=4, max_side=1600)" in result.err
-    assert "1 ran out of memory: a smaller --batch-size or --max-side may fit" in result.err
+    # 32x48 at the tiny model's 192x256 pixel count: 5.66 x -> 181 x 272 -> 11 and 17 patches of 16
+    assert f"  {big}: out of memory predicting 1 image(s) of 48×32 at 272×176 (batch_size=4)" in result.err
+    assert "1 ran out of memory: a smaller --batch-size or --size may fit" in result.err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["small.npy"]
     assert np.load(tmp_path / "out" / "small.npy").shape == (16, 16)
     assert small.is_file()

@@ -167,18 +167,20 @@ def test_video_gives_a_depth_video_with_every_frame(model_dir: Path, tmp_path: P
     assert np.load(out / "clip_frames" / "000004.npy").shape == (32, 48)
 
 
-def test_large_images_are_downscaled_with_a_warning(
+def test_max_side_downscales_large_images_and_logs_the_network_size(
     model: clip2depth.Clip2Depth, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     Image.fromarray(_pattern(48, 80, 4)).save(tmp_path / "big.png")
-    caplog.set_level(logging.WARNING, logger="clip2depth.inference.run")
+    caplog.set_level(logging.DEBUG, logger="clip2depth.inference.run")
 
     report = predict_paths(model, [tmp_path / "big.png"], out_dir=tmp_path / "out", progress=False,
                            outputs=OutputOptions(formats=("npy",)), options=PredictOptions(max_side=32))  # fmt: skip
 
     assert report.exit_code == 0 and report.outputs == [tmp_path / "out" / "big.npy"]
-    assert np.load(report.outputs[0]).shape == (48, 80)
-    assert "larger than the maximum side 32; predicting at 32×16" in caplog.text
+    depth = np.load(report.outputs[0])
+    assert depth.shape == (48, 80)
+    np.testing.assert_allclose(depth, model.infer(tmp_path / "big.png", max_side=32), rtol=1e-5)
+    assert "big.png: 80×48 predicted at 32×16, depth at full size" in caplog.text
 
 
 def test_outputs_never_overwrite_inputs_nor_become_inputs(model: clip2depth.Clip2Depth, tmp_path: Path) -> None:

@@ -156,6 +156,7 @@ def test_a_checkpoint_of_the_recipes_model_keeps_its_clip_weights(tmp_path, tiny
     tiny_model.save_pretrained(tmp_path / "last")
     record = json.loads((tmp_path / "last" / "config.json").read_text())
     record["clip"]["weights"] = "/weights/tiny.safetensors"  # as if trained on a weights file
+    record["model"]["train_size"] = list(Recipe(model="tiny").train_size())  # ... with that recipe
     (tmp_path / "last" / "config.json").write_text(json.dumps(record))
     spec = Recipe(model="tiny").model_spec.with_directory(tmp_path / "last")
     assert spec.directory == tmp_path / "last" and spec.clip_weights == "/weights/tiny.safetensors"
@@ -163,5 +164,5 @@ def test_a_checkpoint_of_the_recipes_model_keeps_its_clip_weights(tmp_path, tiny
     asked = Recipe(model="tiny", pretrained="/other.safetensors").model_spec.with_directory(tmp_path / "last")
     assert asked.clip_weights == "/other.safetensors"
     with pytest.raises(CheckpointError, match="other settings \\(mirror_length\\)"):
-        build_recipe("synthetic", overrides=["model_overrides.mirror_length=4"]).model_spec.with_directory(
+        apply_overrides(Recipe(model="tiny"), ["model_overrides.mirror_length=4"]).model_spec.with_directory(
             tmp_path / "last")

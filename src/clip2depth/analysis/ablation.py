@@ -227,7 +227,8 @@ def evaluate_variant(
         size = tuple(recipe.data.val_kwargs.get("size", (240, 320)))
         frames, depths = synthetic_sequence(temporal_frames, size=size, seed=recipe.train.seed)
         truth = {name: depth for (name, _), depth in zip(frames, depths, strict=True)}
-        summary = analyse_sequence(model, frames, truth.__getitem__, min_depth=settings.min_depth,
+        # native: the sequence is measured at the size the variants were validated at, as before
+        summary = analyse_sequence(model, frames, truth.__getitem__, native=True, min_depth=settings.min_depth,
                                    max_depth=settings.max_depth)["summary"]
         temporal = {k: summary[k] for k in TEMPORAL_KEYS}
     write_outputs(result, out_dir, extra={"model": str(model_dir), "split": split or recipe.data.val_split,

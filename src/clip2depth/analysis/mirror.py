@@ -143,7 +143,7 @@ class _QueryStack(torch.nn.Module):
 @torch.no_grad()
 def _depth_with_query(model: Clip2Depth, image: torch.Tensor, queries: list[torch.Tensor]) -> list[np.ndarray]:
     """Depth (H×W metres at the image's size) of one 3×H×W image under each query, sharing the encoder pass."""
-    depth = predict_depth(_QueryStack(model, queries), image[None].to(model.device))
+    depth = predict_depth(_QueryStack(model, queries), image[None].to(model.device), native=True)
     return [d.cpu().numpy() for d in depth[0]]
 
 

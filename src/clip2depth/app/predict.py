@@ -26,7 +26,7 @@ from clip2depth.errors import DataError
 from clip2depth.inference.camera import CameraSpec, ImageCamera, image_camera
 from clip2depth.inference.outputs import VIDEO_SUFFIX, OutputOptions, output_path, write_depth_files
 from clip2depth.inference.pointcloud import DEFAULT_FOV_DEG, backproject, valid_mask
-from clip2depth.inference.run import DEFAULT_MAX_SIDE, PredictOptions, predict_paths
+from clip2depth.inference.run import PredictOptions, predict_paths
 from clip2depth.io.colour import colorize_depth, depth_range
 from clip2depth.io.images import load_image
 from clip2depth.io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_path, is_video_path
@@ -217,7 +217,7 @@ def predict_image(
     path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    max_side: int | None = DEFAULT_MAX_SIDE,
+    max_side: int | None = None,
     precision: str = "fp32",
     fov_deg: float = DEFAULT_FOV_DEG,
     use_exif: bool = True,
@@ -227,7 +227,8 @@ def predict_image(
 
     Args:
         model: depth model (on its device).
-        max_side: larger images are predicted downscaled to this longest side; outputs stay full size.
+        max_side: larger images are predicted downscaled to this longest side; None: at the model's own scale
+            (:func:`clip2depth.models.infer.network_size`). Outputs stay full size.
         precision: ``fp32``, ``bf16`` or ``fp16`` (:data:`clip2depth.models.infer.PRECISIONS`).
         fov_deg: horizontal field of view for the point cloud when EXIF gives none (or ``use_exif`` is off).
         max_pixels: refuse larger images (see :data:`MAX_PIXELS`).
@@ -287,10 +288,11 @@ def depth_at(depth: np.ndarray, x: int, y: int) -> str:
 
 
 def predict_video(
-    model: nn.Module, path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, max_side: int | None,
+    model: nn.Module, path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, max_side: int | None = None,
     precision: str = "fp32", max_frames: int = MAX_VIDEO_FRAMES, max_pixels: int = MAX_PIXELS,
 ) -> Path:
-    """Colour depth video (colour bar in metres, one scale for all frames) of the video at ``path``.
+    """Colour depth video (colour bar in metres, one scale for all frames) of the video at ``path``, its frames
+    predicted at the model's own scale, or shrunk to ``max_side`` when given.
 
     Uses ``clip2depth predict``'s video path (:func:`clip2depth.inference.run.predict_paths`).
 

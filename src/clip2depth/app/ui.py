@@ -37,7 +37,6 @@ from clip2depth.app.predict import (
 )
 from clip2depth.errors import Clip2DepthError, is_out_of_memory
 from clip2depth.inference.pointcloud import DEFAULT_FOV_DEG
-from clip2depth.inference.run import DEFAULT_MAX_SIDE
 from clip2depth.models.infer import PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -107,6 +106,10 @@ def _model_panel(info: ModelInfo) -> None:
         gr.Markdown(info.markdown(), elem_id="model-panel")
 
 
+OWN_SCALE_INFO = "0: the model's own scale (the pixel count it was trained at, aspect kept)"
+"""What a max side of 0 means on the page."""
+
+
 def _image_tab(model: nn.Module, folders: RequestFolders) -> None:
     with gr.Row():
         with gr.Column():
@@ -115,8 +118,9 @@ def _image_tab(model: nn.Module, folders: RequestFolders) -> None:
             )
             with gr.Accordion("Options", open=False):
                 max_side = gr.Slider(
-                    64, 4096, value=DEFAULT_MAX_SIDE, step=32, label="Max side (px)",
-                    info="larger photos are predicted downscaled to this longest side; outputs stay full size",
+                    0, 4096, value=0, step=32, label="Max side (px)",
+                    info=f"{OWN_SCALE_INFO}; otherwise larger photos are predicted downscaled to this longest "
+                         "side. Outputs stay full size",
                 )  # fmt: skip
                 precision = gr.Radio(list(PRECISIONS), value="fp32", label="Precision")
                 use_exif = gr.Checkbox(True, label="Use the camera's focal length from EXIF when the photo has it")
@@ -149,7 +153,8 @@ def _image_tab(model: nn.Module, folders: RequestFolders) -> None:
 
     @_page_errors
     def run_image(upload: dict | None, side: float, prec: str, fov_deg: float, exif: bool) -> tuple:
-        result = _predict(model, folders, upload, max_side=int(side), precision=prec, fov_deg=fov_deg, use_exif=exif)
+        result = _predict(model, folders, upload, max_side=int(side) or None, precision=prec, fov_deg=fov_deg,
+                          use_exif=exif)
         return (result.colour, result.readout(), str(result.view), str(result.png16), str(result.npy),
                 str(result.ply), result.depth)  # fmt: skip
 
@@ -190,8 +195,9 @@ def _video_tab(model: nn.Module, folders: RequestFolders) -> None:
     with gr.Row():
         with gr.Column():
             video = gr.Video(sources=["upload"], label="Video", elem_id="input-video")
-            max_side = gr.Slider(64, 4096, value=640, step=32, label="Max side (px)",
-                                 info="frames are predicted downscaled to this longest side")  # fmt: skip
+            max_side = gr.Slider(0, 4096, value=0, step=32, label="Max side (px)",
+                                 info=f"{OWN_SCALE_INFO}; otherwise larger frames are predicted downscaled to "
+                                      "this longest side")  # fmt: skip
             precision = gr.Radio(list(PRECISIONS), value="fp32", label="Precision")
             run = gr.Button("Estimate depth video", variant="primary", elem_id="run-video")
         depth_video = gr.Video(label="Depth video", interactive=False, elem_id="depth-video")
@@ -200,7 +206,7 @@ def _video_tab(model: nn.Module, folders: RequestFolders) -> None:
     def run_video(path: str | None, side: float, prec: str) -> str:
         if not path:
             raise gr.Error("Upload a video first.", print_exception=False)
-        return str(predict_video(model, path, folders.new(), max_side=int(side), precision=prec))
+        return str(predict_video(model, path, folders.new(), max_side=int(side) or None, precision=prec))
 
     run.click(run_video, [video, max_side, precision], depth_video, api_visibility="private")
 

@@ -10,12 +10,12 @@ from clip2depth.cli.options import (
     add_depth_range,
     add_depth_scale,
     add_device,
-    add_max_side,
     add_model,
     add_out,
     add_overwrite,
     add_precision,
     add_pretrained,
+    add_scale,
     add_synthetic,
     add_synthetic_scene,
     fraction,
@@ -33,7 +33,10 @@ OUTPUTS = ("consistency.json", "consistency.png")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         NAME, help=HELP,
-        description=HELP + ". Writes consistency.json and consistency.png; definitions in docs/analyses.md.",
+        description=HELP + ". Writes consistency.json and consistency.png; definitions in docs/analyses.md. Frames "
+        "are predicted at the model's own scale (the pixel count of the size it was trained at, aspect kept, sides "
+        "rounded to the patch size) unless --max-side, --size or --native says otherwise; depth comes back at "
+        "each frame's full size.",
     )
     add_model(p)
     add_pretrained(p)
@@ -54,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--tau", type=fraction, default=None,
                    help="largest RGB change (0..1) of a 'static' pixel (default 0.02, about 5/255)")
     add_depth_range(p, min_default=1e-3, max_unset="the model's max_depth, else 10")
-    add_max_side(p)
+    add_scale(p)
     add_precision(p)
     add_batch_size(p)
     add_out(p, default="runs/consistency")
@@ -97,13 +100,16 @@ def run(args: argparse.Namespace) -> int:
     if args.min_depth >= max_depth:
         raise ConfigError(f"--min-depth {args.min_depth} must be below the maximum depth {max_depth}")
     tau = STATIC_TAU if args.tau is None else args.tau
+    size = tuple(args.size) if args.size else None
     result = analyse_sequence(model, frames, ground_truth, batch_size=args.batch_size, max_side=args.max_side,
-                              precision=args.precision, tau=tau, min_depth=args.min_depth, max_depth=max_depth)
+                              size=size, native=args.native, precision=args.precision, tau=tau,
+                              min_depth=args.min_depth, max_depth=max_depth)
 
     report = {
         "model": args.model,
         "source": source,
         "settings": {"tau": tau, "min_depth": args.min_depth, "max_depth": max_depth, "max_side": args.max_side,
+                     "size": size, "native": args.native,
                      "stride": args.stride, "precision": args.precision},
         **result,
     }

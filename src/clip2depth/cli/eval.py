@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--input-box", nargs=4, type=non_negative_int, action=BoxAction, default=None,
                    metavar=("TOP", "LEFT", "H", "W"),
                    help="predict only inside this window of the image and evaluate only there")
-    add_max_side(p, default=None, unset="none, the evaluation protocol's own sizes")
+    add_max_side(p, unset="none, the evaluation protocol's own sizes")
     add_precision(p)
     p.add_argument("--protocol", default="standard", choices=["standard", "depthclip"],
                    help="'depthclip' reproduces DepthCLIP's own NYU table: flip TTA, input window rows "

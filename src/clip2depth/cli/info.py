@@ -5,35 +5,36 @@ from __future__ import annotations
 import argparse
 import json
 
-from clip2depth.cli.options import SIZE, add_model, add_pretrained
+from clip2depth.cli.options import add_model, add_pretrained, add_size
 
 NAME = "info"
-HELP = "parameter counts (trainable vs frozen, per module) and GFLOPs per image"
+HELP = ("parameter counts (trainable vs frozen, per module), the model's processing size and GFLOPs per image "
+        "(at that size unless --size is given)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(NAME, help=HELP, description=HELP)
     add_model(p, default="clip2depth-vit-b-16")
     add_pretrained(p)
-    p.add_argument("--size", **SIZE, default=[416, 544], help="input size for the FLOP count (default 416 544)")
+    add_size(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2depth.errors import ConfigError
     from clip2depth.models.factory import create_model
+    from clip2depth.models.infer import network_size
     from clip2depth.models.profiling import count_flops, count_parameters, parameter_table
 
-    h, w = args.size
     model = create_model(args.model, pretrained=args.pretrained)
     p = model.patch_size
-    if h % p or w % p:
-        raise ConfigError(f"--size {h} {w}: both must be multiples of the patch size {p}")
+    own = model.processing_size
+    h, w = network_size(*own, p, size=args.size)  # --size, else the model's own scale; rounded as predict does
     trainable, frozen = count_parameters(model)
     result = {
         "model": args.model,
         "clip_model": model.config.clip_model,
+        "processing_size": list(own),
         "size": [h, w],
         "trainable": trainable,
         "frozen": frozen,
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"model {args.model} (CLIP {model.config.clip_model}), input {h}x{w}")
+    print(f"model {args.model} (CLIP {model.config.clip_model}), processing size {own[0]}x{own[1]} (images are "
+          f"predicted at its pixel count, aspect kept), patch {p}; FLOPs at input {h}x{w}")
     print(f"{'module':<16}{'trainable':>14}{'frozen':>16}")
     for name, counts in result["modules"].items():
         print(f"{name:<16}{counts['trainable']:>14,}{counts['frozen']:>16,}")

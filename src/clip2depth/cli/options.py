@@ -22,7 +22,7 @@ from typing import Any
 from clip2depth.data.base import LIST_FORMAT
 from clip2depth.data.registry import DATASETS
 from clip2depth.data.synthetic import DEFAULT_SIZE
-from clip2depth.inference.run import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SIDE
+from clip2depth.inference.run import DEFAULT_BATCH_SIZE
 from clip2depth.models.infer import PRECISIONS
 
 Container = argparse._ActionsContainer
@@ -65,13 +65,6 @@ positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite
 non_negative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number of 0 or more")
 fraction = _checked(float, lambda v: 0 < v <= 1, "a number above 0 and at most 1")
 port = _checked(int, lambda v: 0 < v < 65536, "a TCP port (1-65535)")
-
-
-def max_side(text: str) -> int | None:
-    """``--max-side``: a positive number of pixels, or ``none`` for no limit."""
-    if text.strip().lower() == "none":
-        return None
-    return _checked(int, lambda v: v >= 1, "a positive number of pixels or 'none' (no limit)")(text)
 
 
 class BoxAction(argparse.Action):
@@ -125,11 +118,34 @@ def add_precision(container: Container) -> None:
               "hardware and batch size (see docs/predict.md)")  # fmt: skip
 
 
-def add_max_side(container: Container, *, default: int | None = DEFAULT_MAX_SIDE, unset: str | None = None) -> None:
-    """``--max-side``; ``unset`` explains a ``None`` default (no limit)."""
-    _add(container, "--max-side", type=max_side, default=default, metavar="PIXELS",
-         help="predict images whose longest side exceeds this many pixels downscaled to it, depth back at full "
-              f"size; 'none': no limit ({_default(unset, default)})")  # fmt: skip
+OWN_SCALE = "the model's own scale: the pixel count of the size it was trained at, the image's aspect kept"
+"""What an omitted ``--max-side`` / ``--size`` / ``--native`` means where a command predicts users' images."""
+
+
+def add_max_side(container: Container, *, unset: str) -> None:
+    """``--max-side``; ``unset`` says what an omitted one means."""
+    _add(container, "--max-side", type=positive_int, default=None, metavar="PIXELS",
+         help="predict images whose longest side exceeds this many pixels downscaled to it (smaller ones at "
+              f"their own size), depth back at full size ({_default(unset, None)})")  # fmt: skip
+
+
+def add_size(container: Container) -> None:
+    """``--size H W``: the network input size (rounded to the patch size)."""
+    _add(container, "--size", **SIZE, default=None,
+         help="network input size H W, each rounded to a multiple of the model's patch size "
+              f"({_default(OWN_SCALE, None)})")  # fmt: skip
+
+
+def add_scale(container: Container) -> None:
+    """``--max-side``, ``--size`` and ``--native``, at most one: the size users' images are predicted at.
+
+    Without any, images are predicted at the model's own scale (:func:`clip2depth.models.infer.network_size`).
+    """
+    group = container.add_mutually_exclusive_group()
+    add_max_side(group, unset=OWN_SCALE)
+    add_size(group)
+    _add(group, "--native", action="store_true",
+         help="predict at each image's own size (rounded to the patch size), not at the model's scale")
 
 
 def add_batch_size(container: Container) -> None:

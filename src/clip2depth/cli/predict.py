@@ -12,11 +12,11 @@ from clip2depth.cli.options import (
     add_depth_scale,
     add_device,
     add_flip_tta,
-    add_max_side,
     add_model,
     add_out,
     add_precision,
     add_pretrained,
+    add_scale,
     add_skip_existing_or_overwrite,
     non_negative_float,
     positive_int,
@@ -41,7 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         NAME, help=HELP, description=HELP + ". Outputs are named after the inputs; see docs/predict.md. Inputs, "
         "--out and --manifest may be fsspec URLs (s3://bucket/prefix/, gs://...). Under torchrun each process "
-        "predicts its share of the inputs; see README 'Scale out'."
+        "predicts its share of the inputs; see README 'Scale out'. Images are predicted at the model's own scale "
+        "(the pixel count of the size it was trained at, e.g. 480x640, each image's aspect kept, sides rounded to "
+        "the patch size; smaller images are scaled up, larger ones down) unless --max-side, --size or --native "
+        "says otherwise; depth always comes back at each input's full size."
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image or video files, folders (searched recursively) or quoted glob patterns "
@@ -69,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_batch_size(p)
     add_device(p)
     add_precision(p)
-    add_max_side(p)
+    add_scale(p)
     colour = p.add_argument_group("colour outputs")
     colour.add_argument("--cmap", default="turbo", help="matplotlib colour map (default turbo; near = warm end)")
     colour.add_argument("--vmin", type=non_negative_float, default=None, metavar="METRES",
@@ -121,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
     camera = CameraSpec(fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov_deg=args.fov_deg)
     outputs = OutputOptions(formats=args.formats, depth_scale=args.depth_scale, camera=camera, cmap=args.cmap,
                             vmin=args.vmin, vmax=args.vmax, colorbar=args.colorbar, video_frames=args.video_frames)
-    options = PredictOptions(batch_size=args.batch_size, max_side=args.max_side, flip_tta=args.flip_tta,
-                             precision=args.precision)  # fmt: skip
+    options = PredictOptions(batch_size=args.batch_size, max_side=args.max_side,
+                             size=tuple(args.size) if args.size else None, native=args.native,
+                             flip_tta=args.flip_tta, precision=args.precision)  # fmt: skip
     shard = current_shard()
     ray_options = _ray_options(args, torchrun=shard is not None)
     scaled_out = shard is not None or ray_options is not None
@@ -165,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     for path, reason in report.failed:
         print(f"  {path}: {reason}", file=sys.stderr)
     if report.out_of_memory:
-        print(f"{len(report.out_of_memory)} ran out of memory: a smaller --batch-size or --max-side may fit",
+        print(f"{len(report.out_of_memory)} ran out of memory: a smaller --batch-size or --size may fit",
               file=sys.stderr)
     if report.exit_code:
         raise DataError(f"none of the {report.matched} inputs could be predicted; the reasons are listed above")

@@ -170,13 +170,22 @@ class DepthDataset(Dataset):
     Class attributes tell the evaluator which protocol applies: ``min_depth`` / ``max_depth``
     (metres, valid ground truth is strictly between them), ``default_crop`` (a name of
     :data:`clip2depth.evaluation.metrics.CROPS`, or None) and ``png_scale`` (16-bit depth PNGs of this
-    dataset hold metres × this; prediction PNGs use the same encoding).
+    dataset hold metres × this; prediction PNGs use the same encoding); :meth:`input_size` the size of the
+    images evaluation predicts.
     """
 
     min_depth: float = 1e-3
     max_depth: float = 10.0
     default_crop: str | None = None
     png_scale: float = 1000.0
+
+    @classmethod
+    def input_size(cls, **options: Any) -> tuple[int, int] | None:
+        """(H, W) of every image the dataset built with ``options`` hands to evaluation; None when its files decide.
+
+        Training records it as the scale of the model it trains (``ModelConfig.train_size``).
+        """
+        return None
 
     def __init__(self, *, transform: Transform | None = None) -> None:
         self.transform = transform

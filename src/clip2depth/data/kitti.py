@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from clip2depth.data.base import (
     DepthDataset,
@@ -16,7 +17,7 @@ from clip2depth.data.base import (
     read_rgb,
     require_dir,
 )
-from clip2depth.data.transforms import kb_crop_box
+from clip2depth.data.transforms import KB_HEIGHT, KB_WIDTH, kb_crop_box
 from clip2depth.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ class KITTIDataset(DepthDataset):
     min_depth = 1e-3
     max_depth = 80.0
     default_crop = "kitti_garg"
+
+    @classmethod
+    def input_size(cls, **options: Any) -> tuple[int, int]:
+        """The 352×1216 KB crop (evaluation predicts it and pastes it into the ground truth's canvas)."""
+        return KB_HEIGHT, KB_WIDTH
     png_scale = KITTI_DEPTH_SCALE
 
     def __init__(

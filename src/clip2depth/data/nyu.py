@@ -38,6 +38,9 @@ NYU_SPLITS = ("train", "val", "test")
 _LIST_FILES = {"train": "nyudepthv2_train_files_with_gt.txt.gz", "test": "nyudepthv2_test_files_with_gt.txt"}
 _SPLIT_DIRS = {"train": Path("sync"), "test": Path("official_splits") / "test"}
 
+NYU_SIZE = (480, 640)
+"""Height and width of every NYU Depth v2 frame."""
+
 # BTS trains on rows 45:472, cols 43:608 of the 480×640 frame: outside lies the white/black border
 # left by the Kinect RGB–depth registration.
 _TRAIN_BORDER = (slice(45, 472), slice(43, 608))
@@ -75,6 +78,11 @@ class NYUDataset(DepthDataset):
     max_depth = 10.0
     default_crop = "nyu_eigen"
     png_scale = NYU_DEPTH_SCALE
+
+    @classmethod
+    def input_size(cls, **options: Any) -> tuple[int, int]:
+        """The full 480×640 NYU frame."""
+        return NYU_SIZE
 
     def __init__(
         self,
@@ -114,7 +122,7 @@ class NYUDataset(DepthDataset):
         depth = read_depth(self.base / depth_rel, scale=NYU_DEPTH_SCALE)
         if image.shape[-2:] != depth.shape[-2:]:
             raise DataError(f"{rgb_path}: image {tuple(image.shape[-2:])} and depth {tuple(depth.shape[-2:])} differ")
-        if self.border_crop and tuple(image.shape[-2:]) == (480, 640):
+        if self.border_crop and tuple(image.shape[-2:]) == NYU_SIZE:
             image, depth = image[:, _TRAIN_BORDER[0], _TRAIN_BORDER[1]], depth[:, _TRAIN_BORDER[0], _TRAIN_BORDER[1]]
         parts = Path(rgb_rel).parts
         stem = Path(rgb_rel).stem
@@ -183,6 +191,11 @@ class NYUMatDataset(DepthDataset):
     max_depth = 10.0
     default_crop = "nyu_eigen"
     png_scale = NYU_DEPTH_SCALE
+
+    @classmethod
+    def input_size(cls, **options: Any) -> tuple[int, int]:
+        """The full 480×640 NYU frame."""
+        return NYU_SIZE
 
     def __init__(
         self,

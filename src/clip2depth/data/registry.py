@@ -59,6 +59,10 @@ class DatasetSpec:
         """Valid ground truth is strictly below this, and predictions are capped to it (metres)."""
         return self.cls.max_depth
 
+    def input_size(self, options: dict[str, Any]) -> tuple[int, int] | None:
+        """(H, W) of the images evaluation predicts from this dataset built with ``options``; None: its files decide."""
+        return self.cls.input_size(**options)
+
     def describe(self) -> str:
         """``name: summary (crop ..., depth a-b m, root $VAR)``, for ``--help``."""
         parts = [f"crop {self.default_crop or 'none'}", f"depth {self.min_depth:g}-{self.max_depth:g} m"]

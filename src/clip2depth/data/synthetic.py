@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -372,6 +373,12 @@ class SyntheticDataset(DepthDataset):
     min_depth = 1e-3
     max_depth = 10.0
     default_crop = None
+
+    @classmethod
+    def input_size(cls, **options: Any) -> tuple[int, int]:
+        """The rendered size, ``options["size"]`` (default :data:`DEFAULT_SIZE`)."""
+        h, w = options.get("size", DEFAULT_SIZE)
+        return int(h), int(w)
 
     def __init__(
         self,

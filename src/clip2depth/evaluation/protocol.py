@@ -52,6 +52,16 @@ class EvalSettings:
     max_side: int | None = None  # inputs longer than this are predicted shrunk, depth resized back
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; see models.infer.precision_context)
 
+    def scale(self) -> dict[str, Any]:
+        """The ``predict_depth`` arguments that fix the network size: ``input_size``, else ``max_side``, else the
+        image's own size (``native``), never the model's own scale, so the protocol's sizes do not depend on
+        the model."""
+        if self.input_size is not None:
+            return {"size": self.input_size}
+        if self.max_side is not None:
+            return {"max_side": self.max_side}
+        return {"native": True}
+
 
 @dataclass
 class EvalResult:
@@ -134,8 +144,8 @@ def predict_sample(
                             f"{tuple(image.shape[-2:])}; give a box inside it")
         image = image[..., top : top + h, left : left + w]
         box = (top + (box[0] if box else 0), left + (box[1] if box else 0), h, w)
-    depth = predict_depth(model, image, size=settings.input_size, max_side=settings.max_side,
-                          flip_tta=settings.flip_tta, precision=settings.precision)[0, 0].float().cpu()
+    depth = predict_depth(model, image, **settings.scale(), flip_tta=settings.flip_tta,
+                          precision=settings.precision)[0, 0].float().cpu()
     if box is None:
         return depth.numpy(), None
     canvas = paste_into_canvas(depth, box, gt_size).numpy()

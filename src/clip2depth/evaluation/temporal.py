@@ -225,14 +225,17 @@ def temporal_metrics(
 
 @torch.no_grad()
 def predict_frames(model: nn.Module, frames: Iterable[Frame], *, batch_size: int = 8, max_side: int | None = None,
+                   size: tuple[int, int] | None = None, native: bool = False,
                    precision: str = "fp32") -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(name, frame, depth)`` per frame in order, depth H×W float32 metres at the frame's size; frames are
-    predicted independently, up to ``batch_size`` consecutive same-size frames at a time, and read only as
-    needed."""
+    predicted independently (at the model's own scale unless ``max_side``, ``size`` or ``native`` is given;
+    see :func:`clip2depth.models.infer.network_size`), up to ``batch_size`` consecutive same-size frames at a
+    time, and read only as needed."""
     model.eval()
     batches = size_batches(frames, size=lambda item: item[1].shape, batch_size=batch_size, in_order=True)
     for batch in batches:
-        depths = predict_batch(model, [image_tensor(f) for _, f in batch], max_side=max_side, precision=precision)
+        depths = predict_batch(model, [image_tensor(f) for _, f in batch], max_side=max_side, size=size,
+                               native=native, precision=precision)
         for (name, frame), depth in zip(batch, depths, strict=True):
             yield name, frame, depth
 
@@ -244,6 +247,8 @@ def analyse_sequence(
     *,
     batch_size: int = 8,
     max_side: int | None = None,
+    size: tuple[int, int] | None = None,
+    native: bool = False,
     precision: str = "fp32",
     tau: float = STATIC_TAU,
     min_depth: float = 1e-3,
@@ -254,11 +259,12 @@ def analyse_sequence(
     Args:
         frames: ``(name, H×W×3 RGB)`` in order, e.g. :func:`video_frames` or :func:`folder_frames`.
         ground_truth: frame name → H×W metres (0 = invalid), e.g. :func:`depth_reader`; None for none.
-        max_side, precision: as in :func:`clip2depth.models.infer.predict_depth`.
+        max_side, size, native, precision: as in :func:`clip2depth.models.infer.predict_depth` (none of the
+            first three: the model's own scale).
     """
     acc = TemporalAccumulator(tau=tau, min_depth=min_depth, max_depth=max_depth)
-    for name, frame, depth in predict_frames(model, frames, batch_size=batch_size, max_side=max_side,
-                                             precision=precision):
+    for name, frame, depth in predict_frames(model, frames, batch_size=batch_size, max_side=max_side, size=size,
+                                             native=native, precision=precision):
         acc.add(frame, depth, None if ground_truth is None else ground_truth(name), name=name)
     if not acc.per_frame:
         raise DataError("the sequence has no frames")

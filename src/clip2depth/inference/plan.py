@@ -177,7 +177,7 @@ def plan_predictions(
 
 STATUSES = ("done", "skipped", "failed", "out_of_memory")
 """What happened to an input: outputs written; outputs existed (``skip_existing``); refused or unreadable;
-its batch ran out of memory (a smaller ``batch_size`` or ``max_side`` may succeed)."""
+its batch ran out of memory (a smaller ``batch_size`` or ``size`` may succeed)."""
 
 
 @dataclass(frozen=True)

@@ -51,16 +51,15 @@ from clip2depth.inference.plan import InputRecord, Job, PredictionPlan, PredictR
 from clip2depth.inference.pointcloud import Intrinsics
 from clip2depth.inference.run import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_SIDE,
     LoadedImage,
     PredictOptions,
     depth_fields,
     error_reason,
+    log_network_size,
     out_of_memory_reason,
     predict_images,
     predict_video,
     read_image,
-    warn_if_large,
     write_image,
 )
 from clip2depth.inference.storage import location
@@ -222,7 +221,8 @@ class DepthPredictor:
             cluster, a directory every node can read, or the Hub.
         pretrained: CLIP weights for a preset, as for ``create_model``.
         device: ``auto`` (the actor's GPU when Ray gave it one, else the CPU), ``cpu``, ``cuda``, ...
-        batch_size, max_side, flip_tta, precision: as for :class:`~clip2depth.inference.run.PredictOptions`.
+        batch_size, max_side, size, native, flip_tta, precision: as for
+            :class:`~clip2depth.inference.run.PredictOptions` (none of max_side, size, native: the model's own scale).
         image_column, depth_column: the column names read and written.
     """
 
@@ -233,7 +233,9 @@ class DepthPredictor:
         pretrained: str | None = None,
         device: str = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
-        max_side: int | None = DEFAULT_MAX_SIDE,
+        max_side: int | None = None,
+        size: tuple[int, int] | None = None,
+        native: bool = False,
         flip_tta: bool = False,
         precision: str = "fp32",
         image_column: str = "image",
@@ -241,8 +243,8 @@ class DepthPredictor:
     ) -> None:
         from clip2depth.models.factory import create_model, resolve_device
 
-        self.options = PredictOptions(batch_size=batch_size, max_side=max_side, flip_tta=flip_tta,
-                                      precision=precision)  # fmt: skip
+        self.options = PredictOptions(batch_size=batch_size, max_side=max_side, size=size, native=native,
+                                      flip_tta=flip_tta, precision=precision)  # fmt: skip
         self.model = create_model(str(model), pretrained=pretrained, device=resolve_device(device))
         self.image_column, self.depth_column = image_column, depth_column
 
@@ -321,7 +323,8 @@ class _PipelinePredictor(DepthPredictor):
         self.failure: str | None = None
         try:
             super().__init__(model, pretrained=pretrained, device=device, batch_size=options.batch_size,
-                             max_side=options.max_side, flip_tta=options.flip_tta, precision=options.precision)
+                             max_side=options.max_side, size=options.size, native=options.native,
+                             flip_tta=options.flip_tta, precision=options.precision)
         except Clip2DepthError as exc:  # e.g. the model is not on this node: each input says so, no actor restarts
             self.failure = f"cannot load the model on this Ray worker: {exc}"
 
@@ -345,7 +348,7 @@ class _PipelinePredictor(DepthPredictor):
             if job.is_video:
                 records[i] = _record_json(predict_video(self.model, job, self.outputs, self.options))
             else:
-                warn_if_large(job.path, *images[i].shape[:2], self.model, self.options)
+                log_network_size(job.path, *images[i].shape[:2], self.model, self.options)
                 todo.append(i)
         for group in self._groups(images, todo):
             start = time.perf_counter()

@@ -49,12 +49,17 @@ from clip2depth.io.colour import colorize_depth, depth_range
 from clip2depth.io.images import load_image
 from clip2depth.io.progress import progress as progress_bar
 from clip2depth.io.video import VideoWriter, iter_video_frames, video_info
-from clip2depth.models.infer import PRECISIONS, image_tensor, model_device, network_size, predict_batch, size_batches
+from clip2depth.models.infer import (
+    PRECISIONS,
+    check_scale,
+    image_tensor,
+    model_device,
+    model_network_size,
+    predict_batch,
+    size_batches,
+)
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_SIDE = 1600
-"""Longest side in pixels above which users' images are predicted downscaled (outputs stay full size)."""
 
 DEFAULT_BATCH_SIZE = 4
 """Images (or video frames) of one size predicted together."""
@@ -69,8 +74,11 @@ class PredictOptions:
 
     Attributes:
         batch_size: images of the same size (or consecutive video frames) predicted together.
-        max_side: longer images are predicted downscaled to this longest side, with a warning;
-            outputs stay at the original size. None: no limit.
+        max_side, size, native: the size images are predicted at, at most one of them (outputs are always at
+            the input's size). None of them: the model's own scale (its ``processing_size``' pixel count, the
+            image's aspect kept); ``max_side``: images whose longer side exceeds it shrunk to it; ``size``:
+            this network (H, W); ``native``: the image's own size. Each side is rounded to the patch size
+            (see :func:`clip2depth.models.infer.network_size`).
         flip_tta: average with the prediction on the horizontally flipped image.
         precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; see :func:`clip2depth.models.infer.predict_depth`).
 
@@ -79,16 +87,16 @@ class PredictOptions:
     """
 
     batch_size: int = DEFAULT_BATCH_SIZE
-    max_side: int | None = DEFAULT_MAX_SIDE
+    max_side: int | None = None
+    size: tuple[int, int] | None = None
+    native: bool = False
     flip_tta: bool = False
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be at least 1", params=("batch_size",))
-        if self.max_side is not None and self.max_side < 1:
-            raise ConfigError(f"max_side={self.max_side} must be a positive number of pixels (or None for no "
-                              "limit)", params=("max_side",))  # fmt: skip
+        check_scale(max_side=self.max_side, size=self.size, native=self.native)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}",
                               params=("precision",))
@@ -187,7 +195,8 @@ def predict_images(model: nn.Module, images: Sequence[np.ndarray], options: Pred
     summation order (no padding, no statistics shared across the batch).
     """
     return predict_batch(model, [image_tensor(rgb) for rgb in images], max_side=options.max_side,
-                         flip_tta=options.flip_tta, precision=options.precision)  # fmt: skip
+                         size=options.size, native=options.native, flip_tta=options.flip_tta,
+                         precision=options.precision)  # fmt: skip
 
 
 def write_image(loaded: LoadedImage, depth: np.ndarray, outputs: OutputOptions) -> list[Location]:
@@ -262,13 +271,11 @@ def error_reason(path: Location, exc: BaseException) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def warn_if_large(path: Location, height: int, width: int, model: nn.Module, options: PredictOptions) -> None:
-    """Log that an image (or video) larger than ``options.max_side`` is predicted downscaled."""
-    max_side = options.max_side
-    if max_side is not None and max(height, width) > max_side:
-        net_h, net_w = network_size(height, width, model.patch_size, max_side=max_side)
-        logger.warning("%s: %d×%d is larger than the maximum side %d; predicting at %d×%d, outputs at full "
-                       "size", path, width, height, max_side, net_w, net_h)  # fmt: skip
+def log_network_size(path: Location, height: int, width: int, model: nn.Module, options: PredictOptions) -> None:
+    """Log (debug) the size an image (or video) is predicted at."""
+    net_h, net_w = model_network_size(model, height, width, max_side=options.max_side, size=options.size,
+                                      native=options.native)
+    logger.debug("%s: %d×%d predicted at %d×%d, depth at full size", path, width, height, net_w, net_h)
 
 
 def out_of_memory_reason(model: nn.Module, options: PredictOptions, count: int, what: str, height: int,
@@ -276,8 +283,10 @@ def out_of_memory_reason(model: nn.Module, options: PredictOptions, count: int, 
     """The record's reason for a batch that ran out of memory (after handing the failed batch's memory back)."""
     if model_device(model).type == "cuda":  # hand the failed batch's blocks back for the next one
         torch.cuda.empty_cache()
+    net_h, net_w = model_network_size(model, height, width, max_side=options.max_side, size=options.size,
+                                      native=options.native)
     return (f"out of memory predicting {count} {what}(s) of {width}×{height} "
-            f"(batch_size={options.batch_size}, max_side={options.max_side})")  # fmt: skip
+            f"at {net_w}×{net_h} (batch_size={options.batch_size})")  # fmt: skip
 
 
 class _Run:
@@ -306,7 +315,7 @@ class _Run:
             except Clip2DepthError as exc:
                 self.record(job, "failed", error=error_reason(job.path, exc))
                 continue
-            warn_if_large(job.path, *loaded.rgb.shape[:2], self.model, self.options)
+            log_network_size(job.path, *loaded.rgb.shape[:2], self.model, self.options)
             yield loaded
 
     def predict_images(self, batch: list[LoadedImage]) -> None:
@@ -357,7 +366,7 @@ def _video(
     if not fps:
         logger.warning("%s: no frame rate stated; writing the depth video at %g fps", path, DEFAULT_VIDEO_FPS)
         fps = DEFAULT_VIDEO_FPS
-    warn_if_large(path, info.height, info.width, model, options)
+    log_network_size(path, info.height, info.width, model, options)
     written: list[Path] = []
     writer: VideoWriter | None = None
     colour_range: tuple[float, float] | None = None

@@ -52,10 +52,16 @@ class ModelConfig(TypedConfig):
     # None: the coarsest used level's stride (the patch size of a ViT).
     decoder_stride: int | None = setting(None, ge=1)
     max_depth: float = setting(10.0, gt=0)  # metres: the output is max_depth * sigmoid(logits)
+    # The model's own scale, (H, W): the evaluation input of the recipe it was trained with (480x640 for NYU,
+    # the 352x1216 KB crop for KITTI), written by training. Users' images are predicted at its pixel count
+    # (models.infer.network_size). A config.json written before this field existed gets the NYU default.
+    train_size: list[int] = setting(factory=lambda: [480, 640], ge=1)
 
     def validate(self) -> None:
         if not self.blocks or sorted(set(self.blocks)) != self.blocks:
             raise invalid("blocks", self.blocks, "increasing block numbers (1-based), e.g. [3, 6, 9]")
+        if len(self.train_size) != 2:
+            raise invalid("train_size", self.train_size, "[height, width] in pixels, e.g. [480, 640]")
         if self.reduce_dim % self.decoder_heads:
             raise invalid("reduce_dim", self.reduce_dim, f"a multiple of decoder_heads ({self.decoder_heads})")
         if self.unfreeze_image_blocks > max(self.blocks):

@@ -15,6 +15,11 @@ class ConstantDepth(DepthModel):
     def patch_size(self) -> int:
         return 1
 
+    @property
+    def processing_size(self) -> None:
+        """None: one depth everywhere needs no scale, so images are predicted at their own size."""
+        return None
+
     def __init__(self, depth: float) -> None:
         super().__init__()
         self.register_buffer("depth", torch.tensor(float(depth)))

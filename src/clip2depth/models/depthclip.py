@@ -64,6 +64,8 @@ class DepthCLIPConfig(TypedConfig):
     dense_features: Literal["channel_subsample", "attnpool_value"] = "channel_subsample"
     normalization: Literal["imagenet", "clip"] = "imagenet"
     max_depth: float = setting(10.0, gt=0)  # the dataset's depth cap (NYU); predictions never exceed max(bins)
+    # Its own scale for users' images: the NYU frame the standard protocol evaluates it on.
+    processing_size: tuple[int, int] = setting((480, 640), ge=1)
 
     def validate(self) -> None:
         if not self.bins or len(self.bins) != len(self.distance_words):
@@ -116,6 +118,12 @@ class DepthCLIP(DepthModel):
     @property
     def patch_size(self) -> int:
         return 32  # the ResNet's output stride
+
+    @property
+    def processing_size(self) -> tuple[int, int]:
+        """(H, W) users' images are predicted at (pixel count, aspect kept): ``config.processing_size``."""
+        h, w = self.config.processing_size
+        return h, w
 
     @property
     def max_depth(self) -> float:

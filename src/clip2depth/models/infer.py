@@ -7,6 +7,7 @@ resize→predict→resize.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -72,12 +73,73 @@ def precision_context(precision: str, device: torch.device | str) -> Iterator[No
         yield
 
 
-def network_size(h: int, w: int, patch: int, *, max_side: int | None = None) -> tuple[int, int]:
-    """Nearest size that is a multiple of ``patch`` (after shrinking to ``max_side`` if larger)."""
-    scale = 1.0
-    if max_side is not None and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-    return max(patch, round(h * scale / patch) * patch), max(patch, round(w * scale / patch) * patch)
+def check_scale(*, max_side: int | None = None, size: Sequence[int] | None = None, native: bool = False) -> None:
+    """Refuse a processing-scale choice that cannot work: more than one of ``max_side``, ``size`` and ``native``,
+    or a side below one pixel.
+
+    Raises:
+        ConfigError: naming the values (and, through ``params``, the flags) to change.
+    """
+    chosen = [name for name, given in (("max_side", max_side is not None), ("size", size is not None),
+                                       ("native", native)) if given]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} exclude each other: choose one way to set the processing size "
+                          "(or none, for the model's own scale)", params=tuple(chosen))
+    if max_side is not None and max_side < 1:
+        raise ConfigError(f"max_side={max_side} must be a positive number of pixels", params=("max_side",))
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ConfigError(f"size={tuple(size)} must be a height and a width of at least 1 pixel", params=("size",))
+
+
+def network_size(
+    h: int,
+    w: int,
+    patch: int,
+    *,
+    model_size: Sequence[int] | None = None,
+    max_side: int | None = None,
+    size: Sequence[int] | None = None,
+    native: bool = False,
+) -> tuple[int, int]:
+    """The size an ``h``×``w`` image is predicted at: the one rule of every prediction path.
+
+    By default (none of ``max_side``, ``size``, ``native``) the image is scaled, up or down, to the pixel count
+    of ``model_size`` (the model's own scale, e.g. 480×640 for a model trained and evaluated on NYU), its
+    aspect kept. ``max_side`` only shrinks an image whose longer side exceeds it to that side; ``size`` is
+    the network size itself; ``native`` keeps the image's own size (as does ``model_size=None``). In every
+    case each side is then rounded to the nearest multiple of ``patch`` (at least one patch).
+
+    Raises:
+        ConfigError: more than one of ``max_side``, ``size``, ``native``, or a side below 1 (see
+            :func:`check_scale`).
+    """
+    check_scale(max_side=max_side, size=size, native=native)
+    if size is not None:
+        th, tw = float(size[0]), float(size[1])
+    else:
+        scale = 1.0
+        if max_side is not None:
+            scale = min(1.0, max_side / max(h, w))
+        elif not native and model_size is not None:
+            scale = math.sqrt(model_size[0] * model_size[1] / (h * w))
+        th, tw = h * scale, w * scale
+    return max(patch, round(th / patch) * patch), max(patch, round(tw / patch) * patch)
+
+
+def model_network_size(
+    model: nn.Module,
+    h: int,
+    w: int,
+    *,
+    max_side: int | None = None,
+    size: Sequence[int] | None = None,
+    native: bool = False,
+) -> tuple[int, int]:
+    """:func:`network_size` for ``model``: its ``patch_size``, and its ``processing_size`` when neither
+    ``max_side``, ``size`` nor ``native`` is given."""
+    default = max_side is None and size is None and not native
+    return network_size(h, w, model.patch_size, model_size=model.processing_size if default else None,
+                        max_side=max_side, size=size, native=native)
 
 
 @torch.no_grad()
@@ -85,17 +147,19 @@ def predict_depth(
     model: nn.Module,
     images: torch.Tensor,
     *,
-    size: tuple[int, int] | None = None,
     max_side: int | None = None,
+    size: Sequence[int] | None = None,
+    native: bool = False,
     flip_tta: bool = False,
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """Depth at the images' own size for a model whose input must be a multiple of ``model.patch_size``.
+    """Depth at the images' own size, predicted at the size :func:`network_size` chooses.
 
     Args:
+        model: a depth model (its ``patch_size`` and, unless ``native``, ``size`` or ``max_side`` is given,
+            its ``processing_size``; see :class:`~clip2depth.models.base.DepthModel`).
         images: B×3×H×W RGB in [0, 1].
-        size: network input size (multiple of the patch); default: nearest multiple of the patch.
-        max_side: shrink larger images to this longest side before predicting.
+        max_side, size, native: at most one; none predicts at the model's own scale (see :func:`network_size`).
         flip_tta: average with the prediction on the horizontally flipped input.
         precision: ``fp32``, ``bf16`` or ``fp16`` (see :func:`precision_context`).
 
@@ -103,15 +167,15 @@ def predict_depth(
         B×1×H×W depth in metres.
     """
     h, w = images.shape[-2:]
-    size = tuple(size) if size is not None else network_size(h, w, model.patch_size, max_side=max_side)
-    x = images if size == (h, w) else F.interpolate(
-        images, size=size, mode="bilinear", align_corners=False, antialias=True
+    net = model_network_size(model, h, w, max_side=max_side, size=size, native=native)
+    x = images if net == (h, w) else F.interpolate(
+        images, size=net, mode="bilinear", align_corners=False, antialias=True
     )
     with precision_context(precision, images.device):
         depth = model(x).float()
         if flip_tta:
             depth = 0.5 * (depth + model(x.flip(-1)).float().flip(-1))
-    if size != (h, w):
+    if net != (h, w):
         depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
     return depth
 
@@ -213,6 +277,8 @@ def predict_batch(
     images: Sequence[torch.Tensor],
     *,
     max_side: int | None = None,
+    size: Sequence[int] | None = None,
+    native: bool = False,
     flip_tta: bool = False,
     precision: str = "fp32",
 ) -> list[np.ndarray]:
@@ -220,11 +286,12 @@ def predict_batch(
 
     Args:
         images: 3×H×W float tensors in [0, 1], all of one size (see :func:`size_batches`).
-        max_side, flip_tta, precision: as for :func:`predict_depth`.
+        max_side, size, native, flip_tta, precision: as for :func:`predict_depth`.
 
     Returns:
         One H×W float32 array of metres per image.
     """
     batch = torch.stack(list(images)).to(model_device(model), dtype=torch.float32)
-    depth = predict_depth(model, batch, max_side=max_side, flip_tta=flip_tta, precision=precision)
+    depth = predict_depth(model, batch, max_side=max_side, size=size, native=native, flip_tta=flip_tta,
+                          precision=precision)
     return [d[0].cpu().numpy() for d in depth]

@@ -142,6 +142,12 @@ class Clip2Depth(DepthModel):
         return self.image_encoder.patch_size
 
     @property
+    def processing_size(self) -> tuple[int, int]:
+        """The scale the model was trained at, ``config.train_size`` (H, W)."""
+        h, w = self.config.train_size
+        return h, w
+
+    @property
     def max_depth(self) -> float:
         return self.decoder.max_depth
 

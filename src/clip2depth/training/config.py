@@ -198,11 +198,20 @@ class Recipe(TypedConfig):
     train: TrainSection = field(default_factory=TrainSection)
 
     def validate(self) -> None:
+        overrides = {"train_size": list(self.train_size()), **self.model_overrides}
         try:
-            self._model_spec = resolve_model(self.model, pretrained=self.pretrained, overrides=self.model_overrides,
+            self._model_spec = resolve_model(self.model, pretrained=self.pretrained, overrides=overrides,
                                              download=False)
         except FieldError as exc:  # overrides that each fit but not together, or not with the model
             raise exc.within("model_overrides") from None
+
+    def train_size(self) -> tuple[int, int]:
+        """The scale the trained model records (``ModelConfig.train_size``, the size ``predict`` works at): the
+        size of the validation images when the dataset fixes it (480×640 for NYU, the 352×1216 KB crop for
+        KITTI, the rendered size for synthetic scenes), else the training crop. ``model_overrides.train_size``
+        takes precedence."""
+        size = DATASETS[self.data.dataset].input_size(self.data.val_kwargs)
+        return size if size is not None else self.augment.crop_size
 
     @property
     def model_spec(self) -> ModelSpec:
