@@ -272,6 +272,10 @@ class _Steps(DepthModel):
     def patch_size(self) -> int:
         return 2
 
+    @property
+    def processing_size(self) -> tuple[int, int] | None:
+        return None  # at the input's own size unless a call says otherwise
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b, _, h, w = images.shape
         depth = torch.ones(b, 1, h, w)
