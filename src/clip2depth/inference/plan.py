@@ -24,6 +24,7 @@ from clip2depth.inference import storage
 from clip2depth.inference.outputs import OutputOptions, output_targets
 from clip2depth.inference.storage import FoundObject, Location
 from clip2depth.io.inputs import FoundFile, find_files, is_video_path
+from clip2depth.io.outputs import writable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ def plan_predictions(
     """
     outputs = outputs or OutputOptions()
     out = storage.location(out_dir)
+    if isinstance(out, Path):  # a file, or a folder that cannot be written, is refused before any model loads
+        writable_folder(out, "output folder", create=False)
     files, problems = find_inputs(inputs, out_dir)
     refused = [Refusal(-1, raw, reason) for raw, reason in problems]
     jobs: list[Job] = []
