@@ -251,6 +251,15 @@ def test_predict_a_240_character_file_name_in_every_format(tmp_path):
     assert names == sorted("p" * 240 + s for s in (".npy", ".ply", ".png", "_camera.json", "_color.png"))
 
 
+def test_predict_refuses_an_input_whose_output_name_cannot_exist_and_writes_none_of_its_files(tmp_path):
+    image = _image(tmp_path / "in" / ("q" * 246 + ".png"))  # q…q_color.png: 256 bytes
+    result = run_cli("predict", image, "--model", "tiny", "--out", tmp_path / "out", "--format", "png16,color")
+
+    assert_user_error(result, "none of the 1 inputs could be predicted")
+    assert f"its output name {'q' * 246}_color.png is longer than the 255 bytes a file name may have" in result.out
+    assert not (tmp_path / "out").exists()  # not the PNG either: an input's outputs are all written or none
+
+
 # ------------------------------------------------------------------------------------------------ memory
 
 
