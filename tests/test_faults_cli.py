@@ -256,7 +256,7 @@ def test_predict_refuses_an_input_whose_output_name_cannot_exist_and_writes_none
     result = run_cli("predict", image, "--model", "tiny", "--out", tmp_path / "out", "--format", "png16,color")
 
     assert_user_error(result, "none of the 1 inputs could be predicted")
-    assert f"its output name {'q' * 246}_color.png is longer than the 255 bytes a file name may have" in result.out
+    assert f"its output name {'q' * 246}_color.png is longer than the 255 bytes a file name may have" in result.err
     assert not (tmp_path / "out").exists()  # not the PNG either: an input's outputs are all written or none
 
 

@@ -137,9 +137,9 @@ def plan_predictions(
     """Find ``inputs`` (files, folders searched recursively, glob patterns) and plan their outputs in ``out_dir``.
 
     An input is refused when its outputs would overwrite an input file or outputs of an input found
-    before it (that one keeps the name), when an output's name is too long for a file, and a video when the formats write nothing for it. With
-    ``skip_existing``, an input whose outputs all exist is skipped; otherwise its existing outputs are
-    listed in :attr:`PredictionPlan.existing`. Nothing is written.
+    before it (that one keeps the name), when an output's name is too long for a file, and a video when
+    the formats write nothing for it. With ``skip_existing``, an input whose outputs all exist is skipped;
+    otherwise its existing outputs are listed in :attr:`PredictionPlan.existing`. Nothing is written.
     """
     outputs = outputs or OutputOptions()
     out = storage.location(out_dir)
