@@ -290,3 +290,11 @@ def test_memory_error_of_a_dataloader_worker_is_out_of_memory():
         "out of memory (Unable to allocate 37.3 GiB for an array with shape (100000, 100000) and data type float32): "
         "use smaller inputs, or a device with more memory"
     )
+
+
+@pytest.mark.parametrize(("make", "says"), [(None, "does not exist"), ("file", "is a file, not a run folder")])
+def test_train_resume_of_a_missing_folder_or_a_file_says_which(make, says, tmp_path):
+    run = tmp_path / "run"
+    if make == "file":
+        run.write_text("x")
+    assert_user_error(run_cli("train", "--resume", run), f"--resume {run} {says}", "the folder of an earlier run")
