@@ -298,3 +298,19 @@ def test_train_resume_of_a_missing_folder_or_a_file_says_which(make, says, tmp_p
     if make == "file":
         run.write_text("x")
     assert_user_error(run_cli("train", "--resume", run), f"--resume {run} {says}", "the folder of an earlier run")
+
+
+def test_consistency_of_a_single_frame_is_refused_not_nan(tmp_path):
+    """A photo passed as --video, or a folder of one image, has no change to measure."""
+    frames = tmp_path / "frames"
+    _image(frames / "only.png")
+    for source in (["--video", _image(tmp_path / "photo.png")], ["--frames", frames]):
+        result = run_cli("consistency", "--model", "tiny", *source, "--out", tmp_path / "out", "--overwrite")
+        assert_user_error(result, "the sequence has 1 frame(s)", "need at least 2")
+        assert not (tmp_path / "out" / "consistency.json").exists()
+
+
+def test_consistency_depth_dir_that_is_a_file_says_so(tmp_path):
+    result = run_cli("consistency", "--model", "tiny", "--synthetic", "3", "--depth-dir", _image(tmp_path / "d.png"),
+                     "--out", tmp_path / "out")
+    assert_user_error(result, f"--depth-dir {tmp_path / 'd.png'}: is a file, not a folder")
