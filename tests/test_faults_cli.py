@@ -314,3 +314,19 @@ def test_consistency_depth_dir_that_is_a_file_says_so(tmp_path):
     result = run_cli("consistency", "--model", "tiny", "--synthetic", "3", "--depth-dir", _image(tmp_path / "d.png"),
                      "--out", tmp_path / "out")
     assert_user_error(result, f"--depth-dir {tmp_path / 'd.png'}: is a file, not a folder")
+
+
+def test_unreadable_image_is_a_permission_problem_not_a_corrupt_file(tmp_path, monkeypatch):
+    image = _image(tmp_path / "locked.png")
+    real_open = Image.open
+
+    def locked(fp, *args, **kwargs):
+        if Path(fp) == image:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", locked)
+    result = run_cli("predict", image, "--model", "tiny", "--out", tmp_path / "out")
+    assert_user_error(result, "none of the 1 inputs could be predicted")
+    assert f"{image}: no permission to read it (Permission denied); check its permissions" in result.err
+    assert "complete image file" not in result.err
