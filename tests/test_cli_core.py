@@ -108,6 +108,10 @@ def test_out_of_memory_names_the_flags_of_the_command_that_ran() -> None:
     line = cli_main.describe_out_of_memory(MemoryError("Unable to allocate 9 GiB"), predict)
     assert line == ("out of memory (Unable to allocate 9 GiB): use smaller values of --max-side, --batch-size, or a "
                     "device with more memory")
+    train = parser._subparsers._group_actions[0].choices["train"]
+    assert cli_main.describe_out_of_memory(MemoryError("Unable to allocate 9 GiB"), train).endswith(
+        "use smaller inputs or a smaller batch or crop (--set train.batch_size=N, --set augment.crop_size=[H,W]), "
+        "or a device with more memory")
 
 
 @pytest.mark.parametrize("failure", [

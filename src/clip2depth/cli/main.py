@@ -169,6 +169,8 @@ def describe_out_of_memory(exc: BaseException, command: argparse.ArgumentParser 
     options = {flag for action in (command._actions if command is not None else []) for flag in action.option_strings}
     flags = [flag for flag in _SIZE_FLAGS if flag in options]
     smaller = f"smaller values of {', '.join(flags)}" if flags else "smaller inputs"
+    if "--set" in options:  # training commands: the batch and crop live in the recipe
+        smaller += " or a smaller batch or crop (--set train.batch_size=N, --set augment.crop_size=[H,W])"
     return f"out of memory ({detail}): use {smaller}, or a device with more memory"
 
 
