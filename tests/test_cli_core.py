@@ -97,7 +97,20 @@ def test_out_of_memory_is_one_line(info_runs) -> None:
         raise MemoryError("Unable to allocate 70.0 GiB for an array with shape (4000, 6000, 768)")
 
     info_runs(run)
-    assert_user_error(run_cli("info"), "out of memory", "70.0 GiB", "--max-side")
+    line = assert_user_error(run_cli("info"), "out of memory", "70.0 GiB", "use smaller values of --size")
+    assert "--max-side" not in line  # info has no such flag
+
+
+def test_out_of_memory_names_the_flags_of_the_command_that_ran() -> None:
+    parser, _ = cli_main.build_parser()
+    predict = parser._subparsers._group_actions[0].choices["predict"]
+    line = cli_main.describe_out_of_memory(MemoryError("Unable to allocate 9 GiB"), predict)
+    assert line == ("out of memory (Unable to allocate 9 GiB): use smaller values of --max-side, --batch-size, or a "
+                    "device with more memory")
+    train = parser._subparsers._group_actions[0].choices["train"]
+    assert cli_main.describe_out_of_memory(MemoryError("Unable to allocate 9 GiB"), train).endswith(
+        "use smaller inputs or a smaller batch or crop (--set train.batch_size=N, --set augment.crop_size=[H,W]), "
+        "or a device with more memory")
 
 
 @pytest.mark.parametrize("failure", [
@@ -112,7 +125,9 @@ def test_an_allocation_failure_inside_the_library_is_one_line(monkeypatch: pytes
 
     monkeypatch.setattr(clip2depth.models.profiling, "count_flops", count_flops)  # the real command, real model
     line = assert_user_error(run_cli("-q", "info", "--model", "tiny", "--size", "32", "32"), "out of memory")
-    assert str(failure).splitlines()[0] in line and "--max-side" in line
+    # the allocator's byte count in GiB, without its source location; other allocators' first line as it is
+    shown = "69.7 GiB requested" if "alloc_cpu" in str(failure) else str(failure).splitlines()[0]
+    assert f"out of memory ({shown}): use smaller values of --size" in line and "enforce fail" not in line
 
 
 def test_is_out_of_memory_tells_allocation_failures_from_bugs() -> None:

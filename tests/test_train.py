@@ -213,6 +213,9 @@ def test_train_cli_and_resume_errors(tmp_path, capsys):
     assert main(args) == 0
     assert "done: 2 steps" in capsys.readouterr().out
     assert main(["-q", "train", "--resume", str(tmp_path / "nope")]) == 1
+    assert f"--resume {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    (tmp_path / "not-a-run").mkdir()
+    assert main(["-q", "train", "--resume", str(tmp_path / "not-a-run")]) == 1
     assert "no config.yaml" in capsys.readouterr().err
     assert main(["-q", "train", "--recipe", "synthetic", "--set", "train.nope=1"]) == 1
     assert "unknown key 'train.nope'" in capsys.readouterr().err

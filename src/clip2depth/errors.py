@@ -37,9 +37,12 @@ class DataError(Clip2DepthError):
     """An input file (image, depth map, list file, dataset root) is missing, unreadable or inconsistent."""
 
 
-_ALLOCATOR_MESSAGES = ("out of memory", "DefaultCPUAllocator: can't allocate memory")
+_ALLOCATOR_MESSAGES = ("out of memory", "DefaultCPUAllocator: can't allocate memory",
+                       "Storage size calculation overflowed", "Caught MemoryError in DataLoader worker")
 """What allocation failures say when they arrive as a plain RuntimeError (CUDA before torch 2.1 named its
-own class, MPS, HIP and the CPU allocator still do not)."""
+own class, MPS, HIP and the CPU allocator still do not). Also a tensor too large to even count its bytes,
+which smaller inputs avoid just the same, and a MemoryError of a DataLoader worker, which torch raises
+again as a RuntimeError when it cannot rebuild NumPy's own subclass."""
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -33,6 +33,7 @@ from clip2depth.errors import ConfigError
 from clip2depth.evaluation.metrics import METRIC_KEYS, lower_is_better
 from clip2depth.io.atomic import atomic_path, atomic_write_json, read_json_object
 from clip2depth.io.figures import figure, save_png
+from clip2depth.io.outputs import writable_folder
 from clip2depth.models.checkpoint import is_model_dir, read_model_dir
 from clip2depth.models.config import PROMPT_MODES, list_models, load_preset
 from clip2depth.training.config import Recipe, read_recipe_file
@@ -321,8 +322,7 @@ def _fmt(value: float) -> str:
 def write_report(results: list[VariantResult], out_dir: str | Path, recipe: Recipe) -> None:
     """``ablation.csv`` (every number), ``ablation.md`` (the table, best value per column in bold) and
     ``ablation.png`` (AbsRel and δ1 per variant)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_folder(out_dir, "output folder")
     columns = _columns(results)
     rows = [{**r.metrics, **r.extra} for r in results]
 

@@ -29,6 +29,7 @@ from clip2depth.errors import Clip2DepthError, DataError
 from clip2depth.evaluation.metrics import METRIC_KEYS
 from clip2depth.evaluation.protocol import evaluate, write_outputs
 from clip2depth.io.atomic import atomic_write_bytes, atomic_write_json, read_json_object
+from clip2depth.io.outputs import writable_folder
 from clip2depth.models.factory import create_model, resolve_device
 from clip2depth.models.profiling import count_flops, count_parameters
 from clip2depth.training.config import Recipe, build_recipe
@@ -293,6 +294,7 @@ def _count_list(dataset: str, part: str, list_file: str | None) -> int:
 def dry_run_plan(opts: ReproduceOptions) -> str:
     """The plan, sizes and GPU-hour estimate, computed without network or training."""
     recipe = recipe_for(opts)
+    writable_folder(opts.out, "output folder", create=False)
     plan = download_plan(opts.dataset, opts.data_root, mirror=opts.mirror, train_list=opts.train_list,
                          test_list=opts.test_list, online=False)
     to_fetch = sum(size for _, size, _ in plan)
@@ -322,7 +324,9 @@ def dry_run_plan(opts: ReproduceOptions) -> str:
 def reproduce(opts: ReproduceOptions) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns ``{"stopped": reason or None, "results": path}``."""
     recipe = recipe_for(opts)
-    opts.out.mkdir(parents=True, exist_ok=True)
+    writable_folder(opts.out, "output folder")
+    if opts.download:  # before any model or download: the data lands there
+        writable_folder(opts.data_root, "data root", create=False)
     logger.info(stage_data(opts))
     train_info, stopped = stage_train(opts, recipe)
     if train_info is None:

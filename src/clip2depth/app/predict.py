@@ -15,14 +15,16 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from clip2depth.errors import DataError
+from clip2depth.errors import Clip2DepthError, DataError
 from clip2depth.inference.camera import CameraSpec, ImageCamera, image_camera
 from clip2depth.inference.outputs import VIDEO_SUFFIX, OutputOptions, output_path, write_depth_files
 from clip2depth.inference.pointcloud import DEFAULT_FOV_DEG, backproject, valid_mask
@@ -50,6 +52,10 @@ MAX_VIDEO_FRAMES = 3000
 
 DEPTH_SCALE = 1000.0
 """16-bit PNG units per metre: the downloaded PNG holds millimetres."""
+
+DOWNLOAD_STEM_MAX = 100
+"""Characters of the upload's name kept at the start of its download names (``<stem>_depth_view.ply``):
+any upload name, however long, gives download names a file system accepts."""
 
 VIEW_POINTS = 120_000
 """At most this many points are sent to the browser's 3D view (the ``.ply`` download keeps them all)."""
@@ -150,28 +156,54 @@ given and there is no `{DEMO_MODEL_DIR.as_posix()}` in the folder the app was st
 # --------------------------------------------------------------------------------------------- images
 
 
-def load_upload(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def upload_name(path: str | os.PathLike[str], name: str | None = None) -> str:
+    """The name an upload goes by on the page: ``name`` (the browser's file name) without any folder, whichever
+    the separator, else the last part of ``path`` (the server's copy)."""
+    shown = PureWindowsPath(name).name if name else ""  # splits at "\\" and "/" alike
+    return shown or Path(path).name
+
+
+@contextmanager
+def _named_as(path: Path, name: str) -> Iterator[None]:
+    """Errors raised inside name the upload ``name``, as the user knows it, never the server's copy at ``path``
+    (a temporary folder of Gradio's that means nothing to the user and should not be shown)."""
+    try:
+        yield
+    except Clip2DepthError as exc:
+        text = str(exc)
+        for spelling in sorted({str(path), os.path.abspath(path), os.path.realpath(path)}, key=len, reverse=True):
+            text = text.replace(spelling, name)
+        if text == str(exc):
+            raise
+        raise type(exc)(text, params=exc.params) from exc
+
+
+def load_upload(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
     """Read an uploaded image: H×W×3 uint8 RGB, upright.
 
+    Args:
+        name: the upload's own file name, used in messages (see :func:`upload_name`).
+
     Raises:
-        DataError: not an image type, larger than ``max_pixels``, or unreadable; the message says what to do.
+        DataError: not an image type, larger than ``max_pixels``, or unreadable; the message says what to do
+            and names the upload, not the server's path.
     """
     path = Path(path)
+    shown = upload_name(path, name)
     if not is_image_path(path):
-        raise DataError(
-            f"{path.name} is not an image file; upload one of {', '.join(sorted(IMAGE_EXTENSIONS))}"
-        )
-    try:
-        with Image.open(path) as img:  # reads the header only: the size is known before any decoding
-            width, height = img.size
-            if width * height > max_pixels:
-                raise DataError(
-                    f"{path.name} is {width}×{height} = {width * height / 1e6:.0f} megapixels, more than the "
-                    f"{max_pixels / 1e6:.0f} allowed; downscale it first"
-                )
-    except (Image.DecompressionBombError, UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path.name} cannot be read as an image ({exc}); upload a photo") from exc
-    return load_image(path)
+        raise DataError(f"{shown} is not an image file; upload one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    with _named_as(path, shown):
+        try:
+            with Image.open(path) as img:  # reads the header only: the size is known before any decoding
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise DataError(
+                        f"{shown} is {width}×{height} = {width * height / 1e6:.0f} megapixels, more than the "
+                        f"{max_pixels / 1e6:.0f} allowed; downscale it first"
+                    )
+        except (Image.DecompressionBombError, UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{shown} cannot be read as an image ({exc}); upload a photo") from exc
+        return load_image(path)
 
 
 @dataclass(frozen=True)
@@ -222,6 +254,7 @@ def predict_image(
     fov_deg: float = DEFAULT_FOV_DEG,
     use_exif: bool = True,
     max_pixels: int = MAX_PIXELS,
+    name: str | None = None,
 ) -> DepthResult:
     """Predict the depth of the image at ``path`` and write its downloads into ``out_dir``.
 
@@ -232,19 +265,24 @@ def predict_image(
         precision: ``fp32``, ``bf16`` or ``fp16`` (:data:`clip2depth.models.infer.PRECISIONS`).
         fov_deg: horizontal field of view for the point cloud when EXIF gives none (or ``use_exif`` is off).
         max_pixels: refuse larger images (see :data:`MAX_PIXELS`).
+        name: the upload's own file name (Gradio's ``orig_name``): messages and download names use it, never
+            the server's temporary path (see :func:`upload_name`).
 
     Raises:
         DataError: the upload is not a readable image within the limits.
         ConfigError: an unknown precision or a field of view outside (0, 180).
     """
     path = Path(path)
-    rgb = load_upload(path, max_pixels=max_pixels)
+    shown = upload_name(path, name)
+    rgb = load_upload(path, max_pixels=max_pixels, name=shown)
     height, width = rgb.shape[:2]
     spec = CameraSpec(default_fov_deg=fov_deg) if use_exif else CameraSpec(fov_deg=fov_deg)
-    camera = image_camera(path, width, height, spec)
+    with _named_as(path, shown):
+        camera = image_camera(path, width, height, spec)
     outputs = OutputOptions(formats=("png16", "npy", "ply"), depth_scale=DEPTH_SCALE)
     depth = predict_batch(model, [image_tensor(rgb)], max_side=max_side, precision=precision)[0]
-    base = Path(out_dir) / f"{path.stem}_depth"
+    # the download names start with the upload's stem, shortened so that every suffix fits a file name
+    base = Path(out_dir) / f"{Path(shown).stem[:DOWNLOAD_STEM_MAX]}_depth"
     base.parent.mkdir(parents=True, exist_ok=True)
     write_depth_files(base, rgb, depth, outputs, camera=camera)
     png16, npy, ply = (output_path(base, fmt) for fmt in outputs.formats)
@@ -290,30 +328,37 @@ def depth_at(depth: np.ndarray, x: int, y: int) -> str:
 def predict_video(
     model: nn.Module, path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, max_side: int | None = None,
     precision: str = "fp32", max_frames: int = MAX_VIDEO_FRAMES, max_pixels: int = MAX_PIXELS,
+    name: str | None = None,
 ) -> Path:
     """Colour depth video (colour bar in metres, one scale for all frames) of the video at ``path``, its frames
     predicted at the model's own scale, or shrunk to ``max_side`` when given.
 
     Uses ``clip2depth predict``'s video path (:func:`clip2depth.inference.run.predict_paths`).
 
+    Args:
+        name: the upload's own file name, used in messages instead of the server's path (:func:`upload_name`).
+
     Raises:
         DataError: not a video type, longer than ``max_frames`` or with frames above ``max_pixels``, or
             the video cannot be read.
     """
     path = Path(path)
+    shown = upload_name(path, name)
     if not is_video_path(path):
-        raise DataError(f"{path.name} is not a video file; upload one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
-    info = video_info(path)
-    if info.frame_count is not None and info.frame_count > max_frames:
-        raise DataError(f"{path.name} has {info.frame_count} frames, more than the {max_frames} this page predicts; "
-                        "trim it, or run clip2depth predict on it")
-    if info.width * info.height > max_pixels:
-        raise DataError(f"{path.name} has {info.width}×{info.height} frames, more than {max_pixels / 1e6:.0f} "
-                        "megapixels; downscale it first")
-    report = predict_paths(model, [path], out_dir=out_dir, outputs=OutputOptions(formats=("color",), colorbar=True),
-                           options=PredictOptions(max_side=max_side, precision=precision), progress=False)
-    if report.failed:
-        raise DataError(f"{path.name}: {report.failed[0][1]}")
+        raise DataError(f"{shown} is not a video file; upload one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+    with _named_as(path, shown):
+        info = video_info(path)
+        if info.frame_count is not None and info.frame_count > max_frames:
+            raise DataError(f"{shown} has {info.frame_count} frames, more than the {max_frames} this page predicts; "
+                            "trim it, or run clip2depth predict on it")
+        if info.width * info.height > max_pixels:
+            raise DataError(f"{shown} has {info.width}×{info.height} frames, more than {max_pixels / 1e6:.0f} "
+                            "megapixels; downscale it first")
+        report = predict_paths(model, [path], out_dir=out_dir,
+                               outputs=OutputOptions(formats=("color",), colorbar=True),
+                               options=PredictOptions(max_side=max_side, precision=precision), progress=False)
+        if report.failed:
+            raise DataError(f"{shown}: {report.failed[0][1]}")
     return next(p for p in report.outputs if p.name.endswith(VIDEO_SUFFIX))
 
 

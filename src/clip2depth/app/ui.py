@@ -11,10 +11,12 @@ endpoint ``predict`` (image in; colour depth and 16-bit PNG out) serves ``gradio
 
 from __future__ import annotations
 
+import errno
 import functools
 import html
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -35,7 +37,7 @@ from clip2depth.app.predict import (
     predict_image,
     predict_video,
 )
-from clip2depth.errors import Clip2DepthError, is_out_of_memory
+from clip2depth.errors import Clip2DepthError, ConfigError, is_out_of_memory
 from clip2depth.inference.pointcloud import DEFAULT_FOV_DEG
 from clip2depth.models.infer import PRECISIONS
 
@@ -187,7 +189,7 @@ def _predict(model: nn.Module, folders: RequestFolders, upload: dict | None, **k
         raise gr.Error("Upload, paste or take a photo first (or pick an example).", print_exception=False)
     if not upload.get("path"):
         raise gr.Error("The image did not arrive as a file; save it and upload the file.", print_exception=False)
-    return predict_image(model, upload["path"], folders.new(), **kwargs)
+    return predict_image(model, upload["path"], folders.new(), name=upload.get("orig_name"), **kwargs)
 
 
 def _video_tab(model: nn.Module, folders: RequestFolders) -> None:
@@ -209,6 +211,46 @@ def _video_tab(model: nn.Module, folders: RequestFolders) -> None:
         return str(predict_video(model, path, folders.new(), max_side=int(side) or None, precision=prec))
 
     run.click(run_video, [video, max_side, precision], depth_video, api_visibility="private")
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse an address this machine cannot serve on, naming what is wrong: the host or the port.
+
+    Gradio reports every failure to listen as a port it cannot find, even for a host that is not an address
+    at all, so the address is resolved and bound here first (and let go again).
+
+    Raises:
+        ConfigError: ``host`` does not resolve or is not an address of this machine; ``port`` is in use or
+            needs privileges (below 1024).
+    """
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise ConfigError(
+            f"host={host} is neither an IP address nor a host name this machine can resolve ({reason}); "
+            "use 127.0.0.1 (this machine only) or 0.0.0.0 (every network)", params=("host",)
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port={port} is in use on {shown} by another program; choose another port",
+                                  params=("port",)) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"host={host} is not an address of this machine, so nothing can be served on it; "
+                                  "use 127.0.0.1 (this machine only) or 0.0.0.0 (every network)",
+                                  params=("host",)) from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise ConfigError(f"port={port} on {shown} needs administrator rights (ports below 1024); "
+                                  "choose a port of 1024 or more", params=("port",)) from None
+            raise ConfigError(f"cannot listen on {shown} ({exc.strerror or exc}); check host={host} and "
+                              f"port={port}", params=("host", "port")) from None
 
 
 def launch(

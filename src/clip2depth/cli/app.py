@@ -37,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError("the web app needs Gradio: pip install 'clip2depth[app]'") from exc
     from clip2depth.app.predict import MAX_UPLOAD_MB, default_model_source, describe_model
-    from clip2depth.app.ui import build_app, launch
+    from clip2depth.app.ui import build_app, check_address, launch
     from clip2depth.models.factory import create_model, resolve_device
 
+    check_address(args.host, args.port)  # before the (slow) model load
     max_upload_mb = MAX_UPLOAD_MB if args.max_upload_mb is None else args.max_upload_mb
     source = default_model_source(args.model)
     model = info = None
@@ -54,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"clip2depth app serving {source or 'no model'} on http://{args.host}:{args.port} (Ctrl-C stops)")
     try:
         launch(demo, host=args.host, port=args.port, share=args.share, max_upload_mb=max_upload_mb)
-    except OSError as exc:  # the port is taken, or the address is not this machine's
-        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc}); choose another --port") from exc
+    except OSError as exc:  # taken since check_address, or refused for a reason it could not see
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc}); check --host and --port") from exc
     return 0

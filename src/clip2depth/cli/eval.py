@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from clip2depth.cli.options import (
     SIZE,
@@ -74,16 +73,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from clip2depth.data import build_dataset
     from clip2depth.evaluation.protocol import EvalSettings, evaluate, markdown_table, write_outputs
-    from clip2depth.io.outputs import claim_output_dir
+    from clip2depth.io.outputs import claim_output_dir, writable_folder
     from clip2depth.models.depthclip import NYU_INPUT_BOX
     from clip2depth.models.factory import create_model, resolve_device
 
     device = resolve_device(args.device)
     dataset = build_dataset(args.dataset, split=args.split, root=args.data_root, **dataset_kwargs(args))
     if args.save_png:
-        png_dir = Path(args.save_png)
-        if png_dir.exists() and not png_dir.is_dir():
-            raise ConfigError(f"--save-png {png_dir} is an existing file; pass a folder path")
+        png_dir = writable_folder(args.save_png, "--save-png", create=False)
         if not args.overwrite and png_dir.is_dir() and next(png_dir.rglob("*.png"), None) is not None:
             raise ConfigError(f"--save-png {png_dir} already holds PNGs of an earlier run; pass --overwrite to "
                               "replace them, or choose another folder")

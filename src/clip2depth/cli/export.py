@@ -34,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from clip2depth.errors import Clip2DepthError, ConfigError
     from clip2depth.inference.export import default_sizes, export_onnx, verify_onnx
+    from clip2depth.io.outputs import writable_folder
     from clip2depth.models.factory import create_model
 
     if args.check_sizes is not None and len(args.check_sizes) % 2:
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--onnx {onnx} is a folder; pass a file name such as {onnx / 'clip2depth.onnx'}")
     if onnx.exists() and not args.overwrite:
         raise ConfigError(f"--onnx {onnx} already exists; pass --overwrite to replace it, or choose another name")
+    writable_folder(onnx.parent, "the folder of --onnx", create=False)
     model = create_model(args.model, pretrained=args.pretrained)
     if args.check_sizes is None:
         sizes = default_sizes(model)

@@ -151,6 +151,29 @@ def _describe_os_error(exc: OSError) -> str:
     return f"{reason}{where}: check the file or folder and run again (-v shows the traceback)"
 
 
+_SIZE_FLAGS = ("--max-side", "--size", "--input-size", "--synthetic-size", "--check-sizes", "--batch-size")
+"""Flags that shrink what a command allocates, in the order the out-of-memory message suggests them."""
+
+
+def describe_out_of_memory(exc: BaseException, command: argparse.ArgumentParser | None) -> str:
+    """One line for an allocation failure: how much was asked for when the allocator says, and the flags of
+    ``command`` that would ask for less (a command without such flags is told to use a smaller input)."""
+    text = str(exc)
+    if "Original Traceback" in text:  # raised again from a DataLoader worker: its last line is the failure
+        text = text.strip().splitlines()[-1].partition(": ")[2]
+    wanted = re.search(r"tried to allocate (\d+) bytes", text)
+    if wanted:
+        detail = f"{int(wanted.group(1)) / 2**30:.1f} GiB requested"
+    else:  # drop the allocator's source location ("[enforce fail at alloc_cpu.cpp:127] ...")
+        detail = re.sub(r"^\[[^]]*\]\s*", "", (text.splitlines() or [""])[0]) or type(exc).__name__
+    options = {flag for action in (command._actions if command is not None else []) for flag in action.option_strings}
+    flags = [flag for flag in _SIZE_FLAGS if flag in options]
+    smaller = f"smaller values of {', '.join(flags)}" if flags else "smaller inputs"
+    if "--set" in options:  # training commands: the batch and crop live in the recipe
+        smaller += " or a smaller batch or crop (--set train.batch_size=N, --set augment.crop_size=[H,W])"
+    return f"out of memory ({detail}): use {smaller}, or a device with more memory"
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush into a closed pipe stays quiet."""
     try:
@@ -210,9 +233,7 @@ def _run(argv: list[str] | None) -> int:
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise  # a bug, not something the user did: keep its traceback visible
-        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
-        return _fail(f"out of memory ({detail}): use smaller inputs (e.g. --max-side), a smaller batch, "
-                     "or a device with more memory", show_traceback=verbose)
+        return _fail(describe_out_of_memory(exc, command), show_traceback=verbose)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--resume continues a run with its own config.yaml; drop --recipe/--model/"
                               "--data-root/--pretrained/--out (use --set only for e.g. train.num_workers)")
         config = run_dir / CONFIG_NAME
+        if not run_dir.is_dir():
+            what = "is a file, not a run folder" if run_dir.exists() else "does not exist"
+            raise ConfigError(f"--resume {run_dir} {what}; pass the folder of an earlier run (its --out)")
         if not config.is_file():
             raise ConfigError(f"--resume {run_dir}: no {CONFIG_NAME} there; is it a clip2depth run directory?")
         recipe = apply_overrides(read_recipe_file(config), args.overrides)

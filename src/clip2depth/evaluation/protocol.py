@@ -27,6 +27,7 @@ from clip2depth.errors import ConfigError, DataError, is_out_of_memory
 from clip2depth.evaluation.metrics import METRIC_KEYS, MetricAverager, compute_metrics, crop_mask
 from clip2depth.io.atomic import atomic_path, atomic_write_json
 from clip2depth.io.depth import save_depth_png16
+from clip2depth.io.outputs import writable_folder
 from clip2depth.io.progress import progress as progress_bar
 from clip2depth.models.infer import model_device, predict_depth
 
@@ -201,9 +202,7 @@ def evaluate(
     result = EvalResult(metrics={}, count=0, settings=asdict(settings),
                         bad_lines=list(getattr(dataset, "bad_lines", [])))
     extra_values: dict[str, list[float]] = {}
-    png_dir = Path(save_png) if save_png else None
-    if png_dir:
-        png_dir.mkdir(parents=True, exist_ok=True)
+    png_dir = writable_folder(save_png, "PNG folder") if save_png else None
 
     for sample in progress_bar(loader, enabled=progress, desc="eval", unit="img"):
         if "error" in sample:
@@ -274,8 +273,7 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
 
 def write_outputs(result: EvalResult, out_dir: str | Path, extra: dict[str, Any] | None = None) -> None:
     """``metrics.json`` (summary, settings, skipped and failed items) and ``per_image.csv``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_folder(out_dir, "output folder")
     data = result.to_json()
     if extra:
         data.update(extra)

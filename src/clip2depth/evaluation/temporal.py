@@ -73,7 +73,8 @@ def depth_reader(depth_dir: str | Path, *, depth_scale: float = 1000.0) -> Calla
     ``depth_scale``), where ``<name>`` is the frame's name (file stem, or 6-digit index for a video)."""
     depth_dir = Path(depth_dir)
     if not depth_dir.is_dir():
-        raise DataError(f"--depth-dir {depth_dir}: no such folder")
+        what = "is a file, not a folder" if depth_dir.exists() else "no such folder"
+        raise DataError(f"--depth-dir {depth_dir}: {what}")
 
     def read(name: str) -> np.ndarray:
         for path in (depth_dir / f"{name}.npy", depth_dir / f"{name}.png"):
@@ -266,8 +267,9 @@ def analyse_sequence(
     for name, frame, depth in predict_frames(model, frames, batch_size=batch_size, max_side=max_side, size=size,
                                              native=native, precision=precision):
         acc.add(frame, depth, None if ground_truth is None else ground_truth(name), name=name)
-    if not acc.per_frame:
-        raise DataError("the sequence has no frames")
+    if len(acc.per_frame) < 2:  # a single frame has no change to measure: every metric would be NaN
+        raise DataError(f"the sequence has {len(acc.per_frame)} frame(s); temporal metrics compare consecutive "
+                        "frames and need at least 2 (a video, or a folder of 2 or more images)")
     return acc.result()
 
 

@@ -23,7 +23,9 @@ from pathlib import Path
 from clip2depth.inference import storage
 from clip2depth.inference.outputs import OutputOptions, output_targets
 from clip2depth.inference.storage import FoundObject, Location
+from clip2depth.io.atomic import NAME_MAX
 from clip2depth.io.inputs import FoundFile, find_files, is_video_path
+from clip2depth.io.outputs import writable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +137,14 @@ def plan_predictions(
     """Find ``inputs`` (files, folders searched recursively, glob patterns) and plan their outputs in ``out_dir``.
 
     An input is refused when its outputs would overwrite an input file or outputs of an input found
-    before it (that one keeps the name), and a video when the formats write nothing for it. With
-    ``skip_existing``, an input whose outputs all exist is skipped; otherwise its existing outputs are
-    listed in :attr:`PredictionPlan.existing`. Nothing is written.
+    before it (that one keeps the name), when an output's name is too long for a file, and a video when
+    the formats write nothing for it. With ``skip_existing``, an input whose outputs all exist is skipped;
+    otherwise its existing outputs are listed in :attr:`PredictionPlan.existing`. Nothing is written.
     """
     outputs = outputs or OutputOptions()
     out = storage.location(out_dir)
+    if isinstance(out, Path):  # a file, or a folder that cannot be written, is refused before any model loads
+        writable_folder(out, "output folder", create=False)
     files, problems = find_inputs(inputs, out_dir)
     refused = [Refusal(-1, raw, reason) for raw, reason in problems]
     jobs: list[Job] = []
@@ -157,7 +161,11 @@ def plan_predictions(
         job = Job(index, found.path, base, tuple(output_targets(found.path, base, outputs)))
         resolved = [storage.canonical(t) for t in job.targets]
         clash = next((t for t in resolved if t in input_keys or t in claimed), None)
-        if not job.targets:
+        too_long = next((n for n in map(storage.name_of, job.targets) if len(n.encode()) > NAME_MAX), None)
+        if too_long is not None and isinstance(out, Path):
+            refused.append(Refusal(index, str(found.path), f"its output name {too_long} is longer than the "
+                                   f"{NAME_MAX} bytes a file name may have; give the input a shorter name"))
+        elif not job.targets:
             refused.append(Refusal(index, str(found.path), "nothing to write for a video: ask for 'color' (a depth "
                                                            "video) or for per-frame files"))  # fmt: skip
         elif clash in input_keys:

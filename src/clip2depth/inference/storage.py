@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeAlias, TypeVar
 
 from clip2depth.errors import Clip2DepthError, ConfigError, DataError
+from clip2depth.io.atomic import atomic_write_bytes, temporary_name
 from clip2depth.io.inputs import is_image_path, is_video_path
 
 logger = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ def upload(local: Path, url: str) -> None:
             fs.put_file(str(local), path)
         else:
             parent, _, name = path.rpartition("/")
-            tmp = f"{parent}/.{name}.{secrets.token_hex(6)}.tmp"
+            tmp = f"{parent}/{temporary_name(name)}"
             fs.put_file(str(local), tmp)
             try:
                 fs.mv(tmp, path)
@@ -377,8 +377,6 @@ def upload(local: Path, url: str) -> None:
 
 def write_bytes(loc: Location, data: bytes) -> None:
     """Write ``data`` to a local file atomically or upload it to a URL (:func:`upload`)."""
-    from clip2depth.io.atomic import atomic_write_bytes
-
     if isinstance(loc, Path):
         atomic_write_bytes(loc, data)
         return

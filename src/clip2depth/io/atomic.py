@@ -13,13 +13,31 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+NAME_MAX = 255
+"""Longest file name, in bytes, on the file systems in use (ext4, XFS, APFS, NTFS in UTF-16 units)."""
+
+
+def temporary_name(name: str, *, suffix: str = "") -> str:
+    """A hidden, unique name for a file that becomes ``name`` once complete: ``.<stem>.<random>.tmp<suffix>``.
+
+    Never longer than :data:`NAME_MAX` bytes when ``name`` is not: the stem is shortened (by whole characters)
+    to make room for the marks, so a file whose final name is allowed never fails for its temporary one.
+    """
+    marks = f".{secrets.token_hex(6)}.tmp{suffix}"
+    stem = name[: len(name) - len(suffix)] if suffix and name.endswith(suffix) else name
+    room = NAME_MAX - 1 - len(marks.encode())
+    while len(stem.encode()) > room:
+        stem = stem[:-1]
+    return f".{stem}{marks}"
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds.
 
     The temporary file lives in the same folder (so ``os.replace`` is atomic) and has the same suffix
-    (so writers that pick a format from the suffix still work). Missing parent folders are created.
+    (so writers that pick a format from the suffix still work), and a name no longer than the limit when
+    ``path``'s is (:func:`temporary_name`). Missing parent folders are created.
     If the block raises, the temporary file is removed and ``path`` is left untouched. This guards
     against partial files from crashes and interrupts; it does not fsync.
 
@@ -30,7 +48,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
+    tmp = path.with_name(temporary_name(path.name, suffix=path.suffix))
     try:
         yield tmp
         os.replace(tmp, path)

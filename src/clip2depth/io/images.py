@@ -50,6 +50,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         ) from exc
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from exc
+    except PermissionError as exc:  # the file is fine; this user may not read it
+        raise DataError(f"{path}: no permission to read it ({exc.strerror}); check its permissions") from exc
     except Exception as exc:  # PIL decoders raise many unrelated types (OSError, SyntaxError, ...)
         raise DataError(
             f"{path}: cannot read as an image ({type(exc).__name__}: {exc}). "

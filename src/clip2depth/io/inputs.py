@@ -94,6 +94,18 @@ def walk_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
     yield from walk(Path(folder))
 
 
+def unreadable_folder(folder: str | os.PathLike[str]) -> str | None:
+    """Why the folder ``folder`` cannot be listed (``"Permission denied"``), or None when it can.
+
+    So that a folder the user may not read is reported as such, not as a folder without images.
+    """
+    try:
+        with os.scandir(folder):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 def _glob_root(pattern: str) -> Path:
     """The longest leading folder of ``pattern`` without glob characters (``.`` for none)."""
     parts = Path(pattern).parts
@@ -187,6 +199,10 @@ def find_files(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[FoundFile
         if path.is_file():
             add(path, None)
         elif path.is_dir():
+            reason = unreadable_folder(path)
+            if reason is not None:
+                problems.append((raw, f"folder cannot be read ({reason}); check its permissions"))
+                continue
             found = [f for f in walk_files(path) if _is_media(f)]
             if not found:
                 problems.append((raw, "folder contains no image or video files"))
@@ -195,6 +211,10 @@ def find_files(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[FoundFile
         elif _MAGIC.search(raw):
             matches, root = _glob(os.path.expanduser(raw))
             found = [f for f in matches if _is_media(f)]
+            reason = unreadable_folder(root) if not found and root.is_dir() else None
+            if reason is not None:
+                problems.append((raw, f"folder {root} cannot be read ({reason}); check its permissions"))
+                continue
             if not found:
                 problems.append((raw, "pattern matches no image or video files"))
             for f in found:

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from clip2depth.errors import CheckpointError
 from clip2depth.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from clip2depth.io.digest import file_digest
+from clip2depth.io.outputs import writable_folder
 from clip2depth.models.card import CARD_NAME, Validation, model_card
 from clip2depth.models.config import ModelConfig
 
@@ -90,8 +91,7 @@ def save_pretrained(
     last, each atomically, so an interrupted save never leaves a config pointing at a different weights
     file unnoticed.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = writable_folder(directory, "model directory")
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "clip_model": model.config.clip_model}
     digest = save_state(model.trainable_state_dict(), directory / WEIGHTS_NAME, metadata)
     trainable = sum(p.numel() for _, p in model.named_parameters() if p.requires_grad)

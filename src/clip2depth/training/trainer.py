@@ -27,7 +27,7 @@ from clip2depth.errors import Clip2DepthError, ConfigError, DataError
 from clip2depth.evaluation.metrics import MetricAverager
 from clip2depth.evaluation.protocol import EvalResult, evaluate
 from clip2depth.io.atomic import atomic_path
-from clip2depth.io.outputs import claim_output_dir
+from clip2depth.io.outputs import claim_output_dir, writable_folder
 from clip2depth.models.card import Validation
 from clip2depth.models.model import Clip2Depth
 from clip2depth.training.config import Recipe
@@ -114,6 +114,8 @@ class Trainer:
             raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by world size ({world}) × "
                               f"train.accumulation ({t.accumulation})")
         self.global_batch, self.micro_batch = t.batch_size, t.batch_size // (world * t.accumulation)
+        if self.ranks.is_main:  # a file, or a folder it cannot write in, fails before data and model are built
+            writable_folder(self.run_dir, "run folder", create=False)
         last = find_last(self.run_dir) if self.resume else None
         saved = read_resume(last, global_batch=self.global_batch) if last is not None else None
         train_set, self.val_set = build_datasets(r.data, seed=t.seed)
