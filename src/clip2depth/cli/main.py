@@ -151,7 +151,7 @@ def _describe_os_error(exc: OSError) -> str:
     return f"{reason}{where}: check the file or folder and run again (-v shows the traceback)"
 
 
-_SIZE_FLAGS = ("--max-side", "--size", "--input-size", "--synthetic-size", "--check-sizes", "--batch-size")
+_SIZE_FLAGS = ("--size", "--max-side", "--input-size", "--synthetic-size", "--check-sizes", "--batch-size")
 """Flags that shrink what a command allocates, in the order the out-of-memory message suggests them."""
 
 
