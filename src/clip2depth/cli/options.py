@@ -125,6 +125,12 @@ def add_precision(container: Container) -> None:
               "hardware and batch size (see docs/predict.md)")  # fmt: skip
 
 
+def add_runtime(container: Container) -> None:
+    _add(container, "--runtime", default="torch", choices=("torch", "onnx"),
+         help="torch (default), or onnx: export the model once and predict with ONNX Runtime on the CPU (fp32; "
+              "pip install 'clip2depth[onnx]'); BENCHMARKS.md 'Speed-ups tried' compares them")  # fmt: skip
+
+
 def add_max_side(container: Container, *, default: int | None = DEFAULT_MAX_SIDE, unset: str | None = None) -> None:
     """``--max-side``; ``unset`` explains a ``None`` default (no limit)."""
     _add(container, "--max-side", type=max_side, default=default, metavar="PIXELS",
