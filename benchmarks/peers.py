@@ -270,7 +270,7 @@ def train_case(key: str, args: argparse.Namespace) -> TrainCase:
         loss = silog_loss(forward(x).clamp_min(1e-3), target)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     return TrainCase(model, step, sum(p.numel() for p in params), crop)
 
