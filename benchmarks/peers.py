@@ -50,8 +50,10 @@ and the three training cases)::
 
     python benchmarks/peers.py --threads 1 --repeats 3 --warmup 1 --readme README.md
 
-``--quick`` is a smoke run (small sizes, one round, no warm-up); ``--tiny`` swaps every model for a tiny
-configuration of the same family (tests).
+``--device cuda`` measures the same on a GPU (fp32, its own section "Against other depth models (CUDA)"; memory
+from ``torch.cuda.max_memory_allocated``); ``benchmarks/gpu_check.sh`` runs it. ``--quick`` is a smoke
+run (small sizes, one round, no warm-up); ``--tiny`` swaps every model for a tiny configuration of the same
+family (tests).
 """
 
 from __future__ import annotations
@@ -258,11 +260,11 @@ def train_case(key: str, args: argparse.Namespace) -> TrainCase:
         def forward(x: torch.Tensor) -> torch.Tensor:
             return model(x).predicted_depth.unsqueeze(1)
 
-    model.train()
+    model.to(args.device).train()
     optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-2)
     generator = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 3, *crop, generator=generator)
-    target = 0.5 + 9 * torch.rand(args.batch, 1, *crop, generator=generator)
+    x = torch.rand(args.batch, 3, *crop, generator=generator).to(args.device)
+    target = (0.5 + 9 * torch.rand(args.batch, 1, *crop, generator=generator)).to(args.device)
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -276,7 +278,22 @@ def train_case(key: str, args: argparse.Namespace) -> TrainCase:
 
 
 def memory_case(key: str, args: argparse.Namespace) -> dict:
-    """Run in a fresh process: peak RSS of building case ``key`` and two steps, and of the second step alone."""
+    """Run in a fresh process: peak RSS of building case ``key`` and two steps, and of the second step alone.
+
+    On CUDA: ``torch.cuda.max_memory_allocated`` instead (tensor memory; the process starts with none).
+    """
+    if args.device == "cuda":
+        case = train_case(key, args)
+        case.step()
+        process_peak = torch.cuda.max_memory_allocated()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        resident = torch.cuda.memory_allocated()
+        case.step()
+        torch.cuda.synchronize()
+        step_peak = torch.cuda.max_memory_allocated() - resident
+        return {"case": key, "process_bytes": max(process_peak, torch.cuda.max_memory_allocated()),
+                "step_bytes": step_peak, "resident_bytes": resident}  # fmt: skip
     meter = RssPeakMemory()
     meter.start()
     before = meter.base
@@ -294,7 +311,7 @@ def memory_case(key: str, args: argparse.Namespace) -> dict:
 
 def measure_memory(args: argparse.Namespace) -> dict[str, dict]:
     """:func:`memory_case` of every training case, each in its own Python process (``n/a`` off Linux)."""
-    if not RssPeakMemory.available():
+    if args.device == "cpu" and not RssPeakMemory.available():
         return {}
     results = {}
     for key in TRAIN_CASES:
@@ -309,7 +326,8 @@ def measure_memory(args: argparse.Namespace) -> dict[str, dict]:
 
 def forwarded_flags(args: argparse.Namespace) -> list[str]:
     """The flags a memory subprocess needs to build the same case."""
-    flags = ["--preset", args.preset, "--crop", *map(str, args.crop), "--batch", str(args.batch)]
+    flags = ["--preset", args.preset, "--crop", *map(str, args.crop), "--batch", str(args.batch),
+             "--device", args.device]
     if args.threads is not None:
         flags += ["--threads", str(args.threads)]
     return flags + (["--tiny"] if args.tiny else [])
@@ -318,7 +336,13 @@ def forwarded_flags(args: argparse.Namespace) -> list[str]:
 # ------------------------------------------------------------------------------------------ timing
 
 
-def interleaved(calls: dict[str, Callable[[], object]], *, repeats: int, warmup: int) -> dict[str, list[float]]:
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(calls: dict[str, Callable[[], object]], *, repeats: int, warmup: int,
+                device: str = "cpu") -> dict[str, list[float]]:
     """Wall time of each call in each of ``repeats`` rounds (after ``warmup`` untimed rounds), interleaved."""
     for _ in range(warmup):
         for call in calls.values():
@@ -326,8 +350,10 @@ def interleaved(calls: dict[str, Callable[[], object]], *, repeats: int, warmup:
     times: dict[str, list[float]] = {key: [] for key in calls}
     for round_ in range(repeats):
         for key, call in calls.items():
+            synchronize(device)
             t0 = time.perf_counter()
             call()
+            synchronize(device)
             times[key].append(time.perf_counter() - t0)
         logger.info("  round %d/%d: %s", round_ + 1, repeats, ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
     return times
@@ -364,14 +390,14 @@ class InferenceRow:
 
 def run_inference(args: argparse.Namespace) -> tuple[list[InferenceRow], dict]:
     h, w = args.photo
-    photo = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    photo = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(args.device)
     models = peers(args)
     rows, calls, checks = [], {}, {}
     for peer in models:
         logger.info("building %s", peer.name)
-        peer.model = peer.build()
+        peer.model = peer.build().to(args.device)
         size = peer.size(h, w)
-        x = torch.rand(1, 3, *size)
+        x = torch.rand(1, 3, *size, device=args.device)
         with torch.no_grad():
             peer.depth(x)  # fills caches (our query, the positional embedding) outside the count
             gflops = forward_flops(lambda peer=peer, x=x: peer.depth(x)) / 1e9
@@ -392,7 +418,7 @@ def run_inference(args: argparse.Namespace) -> tuple[list[InferenceRow], dict]:
 
         calls[peer.name] = call
     logger.info("inference per %dx%d photo: %d round(s)", h, w, args.repeats)
-    times = interleaved(calls, repeats=args.repeats, warmup=args.warmup)
+    times = interleaved(calls, repeats=args.repeats, warmup=args.warmup, device=args.device)
     ours = next(r for r in rows if r.ours)
     for row in rows:
         row.times = times[row.name]
@@ -402,7 +428,7 @@ def run_inference(args: argparse.Namespace) -> tuple[list[InferenceRow], dict]:
     da_small = rows[3]
     if ours.seconds > INFERENCE_GOAL * da_small.seconds and not args.quick:
         peer = models[0]
-        profiles["inference"] = profile_table(lambda: calls[peer.name](), torch.device("cpu"))
+        profiles["inference"] = profile_table(lambda: calls[peer.name](), torch.device(args.device))
     frozen = sum(p.numel() * p.element_size() for p in models[0].model.parameters() if not p.requires_grad)
     return rows, {"flop_checks": checks, "profiles": profiles, "frozen_bytes": frozen}
 
@@ -426,13 +452,14 @@ def run_training(args: argparse.Namespace) -> tuple[list[TrainRow], dict[str, st
         return lambda: losses[key].append(cases[key].step())
 
     logger.info("training step, batch %d: %d round(s)", args.batch, args.repeats)
-    times = interleaved({key: call(key) for key in cases}, repeats=args.repeats, warmup=args.warmup)
+    times = interleaved({key: call(key) for key in cases}, repeats=args.repeats, warmup=args.warmup,
+                        device=args.device)
     rows = [TrainRow(key, c.trained, c.crop, times[key], losses[key]) for key, c in cases.items()]
     for row in rows:
         row.ratio = ratio(row.times, times["da_full"])
     profiles = {}
     if rows[0].ratio > TRAIN_TIME_GOAL and not args.quick:
-        profiles["train"] = profile_table(cases["ours"].step, torch.device("cpu"))
+        profiles["train"] = profile_table(cases["ours"].step, torch.device(args.device))
     return rows, profiles
 
 
@@ -450,12 +477,13 @@ def _mib(n: int | None) -> str:
 def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, train: list[TrainRow],
            train_profiles: dict[str, str], load: tuple[str, str]) -> str:
     """The BENCHMARKS.md section (between ``<!-- bench:peers -->`` markers)."""
-    _, device = device_description(torch.device("cpu"), False)
+    _, device = device_description(torch.device(args.device), False)
     h, w = args.photo
     ours, da_small = rows[0], rows[3]
+    key, title = section(args)
     lines = [
-        f"<!-- bench:{SECTION_KEY} -->",
-        "## Against other depth models",
+        f"<!-- bench:{key} -->",
+        f"## {title}",
         "",
         f"`benchmarks/peers.py` ({'--quick, ' if args.quick else ''}{'--tiny, ' if args.tiny else ''}"
         f"{datetime.date.today().isoformat()}): {device}; torch {torch.__version__}, transformers "
@@ -479,7 +507,8 @@ def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, trai
         "",
         f"Training step at batch {args.batch} (forward, SILog loss, backward, AdamW), {args.crop[0]}×{args.crop[1]} "
         "crop (Depth Anything: nearest multiples of 14); time ratio to fine-tuning Depth Anything V2 Small whole, "
-        "same round; memory in a fresh process per case (peak RSS, see the docstring):",
+        "same round; memory in a fresh process per case "
+        f"({'torch.cuda.max_memory_allocated' if args.device == 'cuda' else 'peak RSS'}, see the docstring):",
         "",
         "| case | trained | crop | s/step | vs DA-V2-S fine-tuned | peak training memory MiB | vs DA-V2-S "
         "| step alone MiB |",
@@ -527,8 +556,15 @@ def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, trai
         ]
     for title, table in list(extra["profiles"].items()) + list(train_profiles.items()):
         lines += ["", f"### Profile: ours, {title} (top operators by self CPU time)", "", "```", table.rstrip(), "```"]
-    lines += [f"<!-- /bench:{SECTION_KEY} -->", ""]
+    lines += [f"<!-- /bench:{key} -->", ""]
     return "\n".join(lines)
+
+
+def section(args: argparse.Namespace) -> tuple[str, str]:
+    """(key, title) of the report section: one for the CPU, one for CUDA."""
+    if args.device == "cuda":
+        return f"{SECTION_KEY}-cuda", "Against other depth models (CUDA)"
+    return SECTION_KEY, "Against other depth models"
 
 
 def readme_table(rows: list[InferenceRow], train: list[TrainRow], args: argparse.Namespace) -> str:
@@ -576,6 +612,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3; --quick 1)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1; --quick 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared CPU)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu (default) or cuda: a section of its own, GPU memory from torch.cuda")
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round, no warm-up")
     parser.add_argument("--tiny", action="store_true", help="tiny models of every family (tests)")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report to update")
@@ -590,6 +628,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.photo = tuple(args.photo or ((240, 320) if args.quick else (480, 640)))
     args.crop = tuple(args.crop or ((176, 240) if args.quick else (352, 480)))
     args.batch = args.batch or (2 if args.quick else 4)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if args.device == "cuda" and args.readme is not None:
+        parser.error("--readme takes the CPU table; leave it out with --device cuda")
     if args.repeats < 1 or args.warmup < 0 or args.batch < 1 or min(args.photo + args.crop) < 1:
         parser.error("--repeats, --batch and sizes must be >= 1, --warmup >= 0")
     return args
@@ -612,9 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     memory = measure_memory(args)
     for row in train:
         row.memory = memory.get(row.key)
-    section = render(args, rows, extra, train, train_profiles, (load_start, _load_average()))
-    print(section)
-    update_report(args.out, SECTION_KEY, section)
+    text = render(args, rows, extra, train, train_profiles, (load_start, _load_average()))
+    print(text)
+    update_report(args.out, section(args)[0], text)
     logger.info("updated %s", args.out)
     if args.readme is not None:
         update_readme(args.readme, readme_table(rows, train, args))
