@@ -58,7 +58,7 @@ def test_section_has_every_model_and_keeps_other_sections(written) -> None:
     train = _table(report, "| case |")
     assert [r[0] for r in train] == list(peers.TRAIN_CASES.values())
     assert [r[2] for r in train] == ["64×96", "70×98", "70×98"]  # ours' patch multiple; DA's multiples of 14
-    assert train[1][4] == "1.00"
+    assert train[1][5] == "1.00"
 
 
 def test_ratios_follow_from_the_times(written) -> None:
@@ -70,12 +70,13 @@ def test_ratios_follow_from_the_times(written) -> None:
         assert ratio == pytest.approx(seconds / ours, rel=0.05, abs=0.02)
         assert float(row[7]) == pytest.approx(float(row[4]) / seconds, rel=0.05, abs=0.2)  # GFLOP/s
     train = _table(report, "| case |")
-    da = float(train[1][3])
+    da = float(train[1][4])
     for row in train:
-        assert float(row[4]) == pytest.approx(float(row[3]) / da, rel=0.05, abs=0.02)
-        if row[5] != "n/a":  # Linux: memory ratio from the memory column
-            assert float(row[6]) == pytest.approx(float(row[5].replace(",", "")) / float(train[1][5].replace(",", "")),
+        assert float(row[5]) == pytest.approx(float(row[4]) / da, rel=0.05, abs=0.02)
+        if row[6] != "n/a":  # Linux: memory ratio from the memory column
+            assert float(row[7]) == pytest.approx(float(row[6].replace(",", "")) / float(train[1][6].replace(",", "")),
                                                   rel=0.05, abs=0.02)  # fmt: skip
+    assert float(train[2][3]) < float(train[1][3])  # a frozen encoder skips its backward pass
 
 
 def test_gflops_are_the_counters(written) -> None:

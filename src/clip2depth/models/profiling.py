@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from clip2depth.models.infer import plain_attention
 from clip2depth.models.model import Clip2Depth
@@ -34,10 +34,20 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-# Attention kernels PyTorch's flop counter does not know (the CPU flash kernel) get the SDPA formula.
+def _cpu_flash_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                                        **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+# Attention kernels PyTorch's flop counter does not know (the CPU flash kernel, forward and backward) get the
+# SDPA formulas.
 _EXTRA_FORMULAS = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
+        _cpu_flash_attention_backward_flops
+    )
 
 
 def forward_flops(fn) -> int:
