@@ -507,8 +507,8 @@ def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, trai
         "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.name} | {_m(r.total)} | {_m(r.trained)} | {r.size[0]}×{r.size[1]} | {r.gflops:.2f} | "
-                     f"{r.seconds:.3f} | {r.ratio:.2f} | {r.rate:.1f} |")  # fmt: skip
+        lines.append(f"| {r.name} | {_m(r.total)} | {_m(r.trained)} | {r.size[0]}×{r.size[1]} | {r.gflops:.4g} | "
+                     f"{r.seconds:.4g} | {r.ratio:.2f} | {r.rate:.4g} |")  # fmt: skip
     for name, (counted, info) in extra["flop_checks"].items():
         lines += ["", f"Cross-check: {name} counts {counted:.2f} GFLOPs here and {info:.2f} in `count_flops` "
                       f"(`clip2depth info`)."]  # fmt: skip
@@ -527,8 +527,8 @@ def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, trai
     for r in train:
         mem = r.memory or {}
         mem_ratio = f"{mem['process_bytes'] / da_memory:.2f}" if mem and da_memory else "n/a"
-        lines.append(f"| {TRAIN_CASES[r.key]} | {_m(r.trained)} | {r.crop[0]}×{r.crop[1]} | {r.gflops:.1f} | "
-                     f"{r.seconds:.3f} | {r.ratio:.2f} | {_mib(mem.get('process_bytes'))} | "
+        lines.append(f"| {TRAIN_CASES[r.key]} | {_m(r.trained)} | {r.crop[0]}×{r.crop[1]} | {r.gflops:.4g} | "
+                     f"{r.seconds:.4g} | {r.ratio:.2f} | {_mib(mem.get('process_bytes'))} | "
                      f"{mem_ratio} | {_mib(mem.get('step_bytes'))} |")  # fmt: skip
     lines += ["", "Goals for the paper model:", ""]
     inference_ratio = ratio(ours.times, da_small.times)
