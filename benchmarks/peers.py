@@ -23,7 +23,9 @@ What is measured:
    ours at the photo's size rounded to the patch multiple (480×640 for 16-px patches); Depth Anything V2 as
    its image processor does (``keep_aspect_ratio``, ``ensure_multiple_of=14``, 518 px: the short side goes to
    518 and both sides to the nearest multiple of 14, 518×686 for 480×640). The resize in and out is part of
-   the timed call. Rounds interleave the models; a ratio is the median over rounds of the model's time over
+   the timed call. With ``--threads 1`` on the CPU the time is the process's CPU time (``time.process_time``:
+   the work itself, which other processes on a shared CPU do not inflate by descheduling it), otherwise wall
+   time. Rounds interleave the models; a ratio is the median over rounds of the model's time over
    ours in the same round, so load that drifts between rounds cancels out.
 4. One training step (forward, SILog loss on a random target, backward, AdamW) at ``--batch`` (4) on a
    ``--crop`` (352×480) for ours, Depth Anything V2 Small fine-tuned whole (its metric head, as the
@@ -341,9 +343,17 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(calls: dict[str, Callable[[], object]], *, repeats: int, warmup: int,
-                device: str = "cpu") -> dict[str, list[float]]:
-    """Wall time of each call in each of ``repeats`` rounds (after ``warmup`` untimed rounds), interleaved."""
+def clock(args: argparse.Namespace) -> tuple[Callable[[], float], str]:
+    """The timer and its description: on one CPU thread the process's CPU time (the work itself, which other
+    processes on a shared CPU do not inflate by descheduling it), else wall time."""
+    if args.device == "cpu" and args.threads == 1:
+        return time.process_time, "CPU time of the process (one thread)"
+    return time.perf_counter, "wall time"
+
+
+def interleaved(calls: dict[str, Callable[[], object]], *, repeats: int, warmup: int, device: str = "cpu",
+                timer: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """``timer`` time of each call in each of ``repeats`` rounds (after ``warmup`` untimed rounds), interleaved."""
     for _ in range(warmup):
         for call in calls.values():
             call()
@@ -351,10 +361,10 @@ def interleaved(calls: dict[str, Callable[[], object]], *, repeats: int, warmup:
     for round_ in range(repeats):
         for key, call in calls.items():
             synchronize(device)
-            t0 = time.perf_counter()
+            t0 = timer()
             call()
             synchronize(device)
-            times[key].append(time.perf_counter() - t0)
+            times[key].append(timer() - t0)
         logger.info("  round %d/%d: %s", round_ + 1, repeats, ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
     return times
 
@@ -418,7 +428,7 @@ def run_inference(args: argparse.Namespace) -> tuple[list[InferenceRow], dict]:
 
         calls[peer.name] = call
     logger.info("inference per %dx%d photo: %d round(s)", h, w, args.repeats)
-    times = interleaved(calls, repeats=args.repeats, warmup=args.warmup, device=args.device)
+    times = interleaved(calls, repeats=args.repeats, warmup=args.warmup, device=args.device, timer=clock(args)[0])
     ours = next(r for r in rows if r.ours)
     for row in rows:
         row.times = times[row.name]
@@ -458,7 +468,7 @@ def run_training(args: argparse.Namespace) -> tuple[list[TrainRow], dict[str, st
 
     logger.info("training step, batch %d: %d round(s)", args.batch, args.repeats)
     times = interleaved({key: call(key) for key in cases}, repeats=args.repeats, warmup=args.warmup,
-                        device=args.device)
+                        device=args.device, timer=clock(args)[0])
     rows = [TrainRow(key, c.trained, c.crop, times[key], losses[key],
                      forward_flops(c.step) / 1e9) for key, c in cases.items()]  # fmt: skip
     for row in rows:
@@ -494,7 +504,8 @@ def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, trai
         f"`benchmarks/peers.py` ({'--quick, ' if args.quick else ''}{'--tiny, ' if args.tiny else ''}"
         f"{datetime.date.today().isoformat()}): {device}; torch {torch.__version__}, transformers "
         f"{import_transformers().__version__}; random weights; median of {args.repeats} interleaved round(s) after "
-        f"{args.warmup} warm-up round(s). System load average (1 min) at start / end: {load[0]} / {load[1]} on "
+        f"{args.warmup} warm-up round(s); times are {clock(args)[1]}. System load average (1 min) at start / end: "
+        f"{load[0]} / {load[1]} on "
         f"{os.cpu_count()} logical CPUs. Its docstring describes each measurement.",
         "",
         "Trained: what training updates (ours: the mirror and decoder; DepthCLIP: nothing, it is zero-shot; Depth "
