@@ -63,7 +63,9 @@ SMALL = [
 def test_cuda_resume_is_exact(tmp_path: Path) -> None:
     recipe = apply_overrides(load_recipe("synthetic"), SMALL)
     deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    # warn_only: an operator without a deterministic CUDA kernel warns instead of stopping the run, and the
+    # comparison of two uninterrupted runs below then says that training itself is not reproducible.
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         first, second = tmp_path / "first", tmp_path / "second"
         train(recipe, first, progress=False)
