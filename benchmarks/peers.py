@@ -582,7 +582,11 @@ def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, trai
             f"Why memory misses: the frozen CLIP weights alone are {extra['frozen_bytes'] / 2**20:,.0f} MiB of fp32 "
             f"(image and text towers) resident for the whole run, against "
             f"{_mib(train[1].memory.get('process_bytes'))} MiB for all of fine-tuning Depth Anything V2 Small; "
-            f"our step itself needs {_mib(train[0].memory.get('step_bytes'))} MiB above that.",
+            f"our step itself needs {_mib(train[0].memory.get('step_bytes'))} MiB above that. The weights alone are "
+            f"{extra['frozen_bytes'] / da_memory:.2f} of that peak, so the goal leaves "
+            f"{_mib(int(TRAIN_MEMORY_GOAL * da_memory - extra['frozen_bytes']))} MiB for the interpreter, torch, "
+            "the trained parts, activations and the optimizer. The text tower cannot go (the mirror trains "
+            "through it every step); the image blocks after the deepest used one are resident but never run.",
         ]
     for title, table in list(extra["profiles"].items()) + list(train_profiles.items()):
         lines += ["", f"### Profile: ours, {title} (top operators by self CPU time)", "", "```", table.rstrip(), "```"]
