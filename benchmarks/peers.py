@@ -47,8 +47,8 @@ at most 0.9 of Depth Anything V2 Small's time per photo.
 The section "Against other depth models" of ``--out`` (BENCHMARKS.md) is replaced; ``--readme README.md``
 also writes a short table into the README between ``<!-- peers -->`` markers.
 
-Full run (one thread; about 12 minutes on an idle 2-core CPU, most of it the five models' inference rounds
-and the three training cases)::
+Full run (one thread; 6.3 minutes with ``--repeats 2 --warmup 1`` on a 2-core CPU that other jobs kept at a
+load of 5; about a third of it builds the models and counts FLOPs, another third is the three memory processes)::
 
     python benchmarks/peers.py --threads 1 --repeats 3 --warmup 1 --readme README.md
 

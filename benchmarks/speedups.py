@@ -18,7 +18,7 @@ Tries:
 Every try but ``threads`` runs at ``--threads`` (default 1, so that other processes on a shared CPU do not
 stall the thread barriers). The section "Speed-ups tried" of ``--out`` (BENCHMARKS.md) is replaced.
 
-Full run (about 10 minutes on a 2-core CPU, most of it compiling and exporting)::
+Full run (about 4 minutes on a 2-core CPU under load; a cold ``torch.compile`` adds about a minute and a half)::
 
     python benchmarks/speedups.py --threads 1 --repeats 5 --warmup 1
 """
