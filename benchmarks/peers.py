@@ -47,8 +47,9 @@ at most 0.9 of Depth Anything V2 Small's time per photo.
 The section "Against other depth models" of ``--out`` (BENCHMARKS.md) is replaced; ``--readme README.md``
 also writes a short table into the README between ``<!-- peers -->`` markers.
 
-Full run (one thread; 6.3 minutes with ``--repeats 2 --warmup 1`` on a 2-core CPU that other jobs kept at a
-load of 5; about a third of it builds the models and counts FLOPs, another third is the three memory processes)::
+Full run (one thread; 2.7 minutes with ``--repeats 2 --warmup 1`` on a 2-core CPU that other jobs kept at a
+load of 2.5 to 3, 6.3 minutes at a load of 5; about a third of it builds the models and counts FLOPs, another
+third is the three memory processes)::
 
     python benchmarks/peers.py --threads 1 --repeats 3 --warmup 1 --readme README.md
 
@@ -584,8 +585,8 @@ def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, trai
             f"{_mib(train[1].memory.get('process_bytes'))} MiB for all of fine-tuning Depth Anything V2 Small; "
             f"our step itself needs {_mib(train[0].memory.get('step_bytes'))} MiB above that. The weights alone are "
             f"{extra['frozen_bytes'] / da_memory:.2f} of that peak, so the goal leaves "
-            f"{_mib(int(TRAIN_MEMORY_GOAL * da_memory - extra['frozen_bytes']))} MiB for the interpreter, torch, "
-            "the trained parts, activations and the optimizer. The text tower cannot go (the mirror trains "
+            f"{_mib(int(TRAIN_MEMORY_GOAL * da_memory - extra['frozen_bytes']))} MiB for the trained parts, their "
+            "gradients and AdamW state, activations and workspaces. The text tower cannot go (the mirror trains "
             "through it every step); the image blocks after the deepest used one are resident but never run.",
         ]
     for title, table in list(extra["profiles"].items()) + list(train_profiles.items()):
@@ -605,7 +606,7 @@ def readme_table(rows: list[InferenceRow], train: list[TrainRow], args: argparse
     h, w = args.photo
     lines = [
         README_BEGIN,
-        f"| model | parameters | trained | GFLOPs per {h}×{w} photo | CPU time vs clip2depth ViT-B/16 |",
+        f"| model | parameters | trained | GFLOPs per {h}×{w} photo | time vs clip2depth ViT-B/16 |",
         "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -614,8 +615,8 @@ def readme_table(rows: list[InferenceRow], train: list[TrainRow], args: argparse
     lines += [
         "",
         f"One training step at batch {args.batch}: clip2depth takes {ours.ratio:.2f} of the time of fine-tuning "
-        f"Depth Anything V2 Small whole ({head.ratio:.2f} with its encoder frozen). Figures, memory and method: "
-        "[BENCHMARKS.md](BENCHMARKS.md#against-other-depth-models).",
+        f"Depth Anything V2 Small whole; training only its head (encoder frozen) takes {head.ratio:.2f}. Figures, "
+        "memory and method: [BENCHMARKS.md](BENCHMARKS.md#against-other-depth-models).",
         README_END,
     ]
     return "\n".join(lines)

@@ -29,7 +29,7 @@ def _sdpa_ready(block: nn.Module) -> bool:
 def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """open_clip's ``ResidualAttentionBlock`` on B×N×width tokens, attention through ``scaled_dot_product_attention``.
 
-    The same computation as ``block(x)`` (within float rounding), in about 0.8 of the CPU time of
+    The same computation as ``block(x)`` (within float rounding), in 0.81 to 0.88 of the CPU time of
     ``nn.MultiheadAttention``'s fused fast path for ViT-B/16 at 480×640 (BENCHMARKS.md "Speed-ups tried"),
     and visible to the FLOP counter. Under tracing (ONNX export) and for other block types the block runs itself.
     """
