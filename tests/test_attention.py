@@ -46,3 +46,16 @@ def test_blocks_of_another_kind_run_themselves():
     x = torch.randn(1, 5, 32)
     with torch.no_grad():
         torch.testing.assert_close(run_block(layer, x), layer(x))
+
+
+def test_a_hooked_block_runs_as_a_module_so_its_hooks_fire(tiny_model):
+    block = tiny_model.image_encoder.visual.transformer.resblocks[0]
+    seen = []
+    handle = block.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    try:
+        x = torch.randn(1, 5, tiny_model.image_encoder.width)
+        with torch.no_grad():
+            out = run_block(block, x)
+    finally:
+        handle.remove()
+    assert seen == [out.shape]

@@ -13,10 +13,14 @@ from clip2depth.errors import ConfigError
 
 
 def _sdpa_ready(block: nn.Module) -> bool:
-    """Whether ``block`` is open_clip's plain self-attention block, which :func:`run_block` may compute itself."""
+    """Whether ``block`` is open_clip's plain self-attention block, which :func:`run_block` may compute itself.
+
+    A block with forward hooks (someone inspecting it) is called as a module, so that its hooks run.
+    """
     attn = getattr(block, "attn", None)
     return (
-        all(hasattr(block, name) for name in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+        not (block._forward_hooks or block._forward_pre_hooks)
+        and all(hasattr(block, name) for name in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
         and not hasattr(block, "ln_1_kv")
         and isinstance(attn, nn.MultiheadAttention)
         and attn.batch_first
