@@ -105,8 +105,8 @@ def test_out_of_memory_names_the_flags_of_the_command_that_ran() -> None:
     parser, _ = cli_main.build_parser()
     predict = parser._subparsers._group_actions[0].choices["predict"]
     line = cli_main.describe_out_of_memory(MemoryError("Unable to allocate 9 GiB"), predict)
-    assert line == ("out of memory (Unable to allocate 9 GiB): use smaller values of --size, --max-side, --batch-size, or a "
-                    "device with more memory")
+    assert line == ("out of memory (Unable to allocate 9 GiB): use smaller values of --size, --max-side, --batch-size, "
+                    "or a device with more memory")
     train = parser._subparsers._group_actions[0].choices["train"]
     assert cli_main.describe_out_of_memory(MemoryError("Unable to allocate 9 GiB"), train).endswith(
         "use smaller inputs or a smaller batch or crop (--set train.batch_size=N, --set augment.crop_size=[H,W]), "

@@ -118,6 +118,13 @@ def add_precision(container: Container) -> None:
               "hardware and batch size (see docs/predict.md)")  # fmt: skip
 
 
+def add_runtime(container: Container) -> None:
+    _add(container, "--runtime", default="torch", choices=("torch", "onnx"),
+         help="torch (default), or onnx: export the model once and predict with ONNX Runtime on the CPU (fp32; "
+              "pip install 'clip2depth[onnx]'); BENCHMARKS.md 'Speed-ups tried' compares them")  # fmt: skip
+
+
+
 OWN_SCALE = "the model's own scale: the pixel count of the size it was trained at, the image's aspect kept"
 """What an omitted ``--max-side`` / ``--size`` / ``--native`` means where a command predicts users' images."""
 

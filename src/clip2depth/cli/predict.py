@@ -16,6 +16,7 @@ from clip2depth.cli.options import (
     add_out,
     add_precision,
     add_pretrained,
+    add_runtime,
     add_scale,
     add_skip_existing_or_overwrite,
     non_negative_float,
@@ -73,6 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_device(p)
     add_precision(p)
     add_scale(p)
+    add_runtime(p)
     colour = p.add_argument_group("colour outputs")
     colour.add_argument("--cmap", default="turbo", help="matplotlib colour map (default turbo; near = warm end)")
     colour.add_argument("--vmin", type=non_negative_float, default=None, metavar="METRES",
@@ -134,8 +136,15 @@ def run(args: argparse.Namespace) -> int:
         else None  # fmt: skip
     if manifest is not None:
         check_manifest_path(manifest)
+    if args.runtime == "onnx":
+        from clip2depth.inference.export import check_onnx_runtime
+
+        check_onnx_runtime(device="cpu" if args.device == "auto" else args.device, precision=args.precision,
+                           engine=args.engine)  # fmt: skip
     if ray_options is not None:
         device = args.device  # each Ray actor resolves it; run_ray checks its form
+    elif args.runtime == "onnx":
+        device = "cpu"
     else:
         device = resolve_device(args.device if shard is None else shard_device(args.device, shard))
     with process_group(shard):
@@ -153,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
                              verbose=args.verbose)  # fmt: skip
         else:
             model = create_model(args.model, pretrained=args.pretrained, device=device)
+            if args.runtime == "onnx":
+                from clip2depth.inference.export import OnnxRuntimeModel
+
+                model = OnnxRuntimeModel.from_model(model)
             report = run_plan(model, plan if shard is None else shard_plan(plan, shard), options)
             if shard is not None:
                 records = gather_records(report.records, shard)

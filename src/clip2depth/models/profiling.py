@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from clip2depth.models.infer import plain_attention
 from clip2depth.models.model import Clip2Depth
@@ -34,13 +34,25 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-# Attention kernels PyTorch's flop counter does not know (the CPU flash kernel) get the SDPA formula.
+def _cpu_flash_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                                        **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+# Attention kernels PyTorch's flop counter does not know (the CPU flash kernel, forward and backward) get the
+# SDPA formulas.
 _EXTRA_FORMULAS = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
+        _cpu_flash_attention_backward_flops
+    )
 
 
-def _flops(fn) -> int:
+def forward_flops(fn) -> int:
+    """FLOPs (multiply-add = 2) of calling ``fn``, attention included: MHA's fused fast path, which the counter
+    cannot see, is switched off, and the CPU flash-attention kernel gets the SDPA formula."""
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     with plain_attention(), counter:
         fn()
@@ -57,13 +69,13 @@ def count_flops(model: Clip2Depth, height: int, width: int) -> dict[str, float]:
     model.eval()
     x = torch.zeros(1, 3, height, width, device=model.device)
     if not isinstance(model, Clip2Depth):  # baselines: one number for the whole forward pass
-        total = _flops(lambda: model(x)) / 1e9
+        total = forward_flops(lambda: model(x)) / 1e9
         return {"image_encoder": total, "decoder": 0.0, "per_image": total, "query_once": 0.0}
-    query_flops = _flops(model.prompt_encoder.compute_query)
+    query_flops = forward_flops(model.prompt_encoder.compute_query)
     features: list[torch.Tensor] = []
-    encoder_flops = _flops(lambda: features.extend(model.image_encoder(x)))  # counted and kept: one pass
+    encoder_flops = forward_flops(lambda: features.extend(model.image_encoder(x)))  # counted and kept: one pass
     query = model.query()
-    decoder_flops = _flops(lambda: model.decoder(features, query))
+    decoder_flops = forward_flops(lambda: model.decoder(features, query))
     return {
         "image_encoder": encoder_flops / 1e9,
         "decoder": decoder_flops / 1e9,
