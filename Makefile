@@ -23,7 +23,7 @@ test: $(BIN)/clip2depth chromium
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
-		|| echo "Chromium not installed: tests/test_app_browser.py will be skipped (apt-get install chromium as root)"
+		|| echo "Chromium not installed: tests/app/test_app_browser.py will be skipped (apt-get install chromium as root)"
 
 lint: $(BIN)/clip2depth
 	$(BIN)/ruff check src tests benchmarks tools hubconf.py

@@ -18,7 +18,7 @@ start=$SECONDS
 
 if [[ "${1:-}" == "--dry-run" ]]; then
     echo "== dry run on the CPU: GPU tests collected (they skip without CUDA)"
-    "$PYTHON" -m pytest -q -m gpu tests/test_gpu.py
+    "$PYTHON" -m pytest -q -m gpu tests/benchmarks/test_gpu.py
     echo "== gpu_check.py --dry-run"
     "$PYTHON" benchmarks/gpu_check.py --dry-run
     echo "== peers.py --tiny --quick (CPU)"
@@ -31,7 +31,7 @@ fi
 
 "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "error: no CUDA device (try --dry-run)")'
 echo "== GPU tests"
-"$PYTHON" -m pytest -q -m gpu tests/test_gpu.py -rs
+"$PYTHON" -m pytest -q -m gpu tests/benchmarks/test_gpu.py -rs
 echo "== training steps and predict throughput"
 "$PYTHON" benchmarks/gpu_check.py --out BENCHMARKS.md
 echo "== against other depth models, on the GPU"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sys
 
@@ -70,3 +71,20 @@ def nyu_host(tmp_path):
     sync, train_list = nyu_sync_zip(tmp_path)
     with FileServer({"nyu_depth_v2_labeled.mat": mat, "sync.zip": sync}) as server:
         yield server, ["--nyu-splits", splits, "--train-list", train_list, "--test-list", test_list]
+
+
+@pytest.fixture()
+def hide_module(monkeypatch):
+    """``hide_module("onnxruntime")``: from then on, importing that package fails as if it were not installed."""
+
+    def hide(name: str) -> None:
+        real_import = builtins.__import__
+
+        def refuse(module, *args, **kwargs):
+            if module == name or module.startswith(name + "."):
+                raise ImportError(f"No module named '{name}'")
+            return real_import(module, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", refuse)
+
+    return hide

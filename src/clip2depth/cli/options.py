@@ -1,7 +1,7 @@
 """The flags commands share, declared once: the same name, type, default, choices and help in every command.
 
 A command declares each shared flag with an ``add_*`` function here and only its own flags by hand
-(``tests/test_cli_core.py`` checks both). Numbers and sizes go through the argparse types here, so a
+(``tests/cli/test_cli_core.py`` checks both). Numbers and sizes go through the argparse types here, so a
 bad value is one ``error:`` line naming the flag before anything loads. A flag's ``dest`` is the name of
 the library parameter it sets (``--fov`` → ``fov_deg``): a library error about ``fov_deg=200`` reads
 ``--fov 200`` on the command line (:func:`clip2depth.cli.main.name_flags`).

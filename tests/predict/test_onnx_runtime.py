@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 from pathlib import Path
 
 import numpy as np
@@ -69,15 +68,8 @@ def test_what_the_onnx_runtime_cannot_do_is_one_error(photo: Path, tmp_path: Pat
     assert_user_error(result, *fragments)
 
 
-def test_missing_onnxruntime_is_one_error_naming_the_extra(photo: Path, tmp_path: Path, monkeypatch) -> None:
-    real_import = builtins.__import__
-
-    def no_onnxruntime(name, *args, **kwargs):
-        if name == "onnxruntime":
-            raise ImportError("No module named 'onnxruntime'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+def test_missing_onnxruntime_is_one_error_naming_the_extra(photo: Path, tmp_path: Path, hide_module) -> None:
+    hide_module("onnxruntime")
     result = run_cli("predict", photo, "--model", "tiny", "--out", tmp_path / "out", "--runtime", "onnx")
     assert_user_error(result, "pip install 'clip2depth[onnx]'")
     assert not (tmp_path / "out").exists()  # refused before anything was loaded or written

@@ -1,4 +1,4 @@
-"""The full demo (about 70 s on 2 CPU cores): `pytest -m slow tests/test_demo_slow.py`."""
+"""The full demo (about 70 s on 2 CPU cores): `pytest -m slow tests/training/test_demo_slow.py`."""
 
 from __future__ import annotations
 

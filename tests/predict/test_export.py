@@ -172,17 +172,8 @@ def test_bad_sizes_and_opset_are_config_errors(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_missing_onnxruntime_names_the_extra(monkeypatch, tmp_path):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_onnxruntime(name, *args, **kwargs):
-        if name == "onnxruntime":
-            raise ImportError("No module named 'onnxruntime'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+def test_missing_onnxruntime_names_the_extra(hide_module, tmp_path):
+    hide_module("onnxruntime")
     with pytest.raises(clip2depth.Clip2DepthError, match=r"pip install 'clip2depth\[onnx\]'"):
         export_onnx(clip2depth.create_model("tiny"), tmp_path / "m.onnx")
 

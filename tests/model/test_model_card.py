@@ -17,7 +17,7 @@ from clip2depth.models.config import load_preset
 from clip2depth.training.config import apply_overrides, load_recipe
 from clip2depth.training.trainer import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _parse(card: str) -> tuple[dict, str]:

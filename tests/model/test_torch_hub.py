@@ -12,7 +12,7 @@ import clip2depth
 from clip2depth.models import clip_backbone
 from clip2depth.models.model import Clip2Depth
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(entry: str, *args, **kwargs):

@@ -8,7 +8,6 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from clip2depth.analysis.ablation import VariantResult, plot_ablation
 from clip2depth.analysis.mirror import plot_convergence, plot_overlays
@@ -16,20 +15,12 @@ from clip2depth.evaluation.temporal import plot_temporal
 from clip2depth.io import figures
 from clip2depth.io.colour import colorize_depth
 from clip2depth.reporting.report import plot_curves, plot_samples
+from imagefiles import count_colour, png_rgb
 
 BLUE = (31, 119, 180)  # matplotlib's C0 / tab:blue
 RED = (214, 39, 40)  # C3 / tab:red
 PURPLE = (148, 103, 189)  # C4
 
-
-def _png(path) -> np.ndarray:
-    with Image.open(path) as img:
-        assert img.format == "PNG"
-        return np.array(img.convert("RGB"))
-
-
-def _count(pixels: np.ndarray, colour: tuple[int, int, int]) -> int:
-    return int(np.all(pixels == colour, axis=-1).sum())
 
 
 def test_figure_is_saved_at_its_size_with_what_was_drawn(tmp_path):
@@ -39,7 +30,7 @@ def test_figure_is_saved_at_its_size_with_what_was_drawn(tmp_path):
     ax.add_patch(matplotlib.patches.Rectangle((0, 0), 1, 1, color="#ff0000"))
     figures.save_png(fig, tmp_path / "sub" / "plot.png")
 
-    pixels = _png(tmp_path / "sub" / "plot.png")
+    pixels = png_rgb(tmp_path / "sub" / "plot.png")
     assert pixels.shape == (75, 100, 3)
     assert (pixels[5:70, 5:45] == (255, 0, 0)).all()  # the drawn left half
     assert (pixels[:, 55:] == 255).all()  # a white background elsewhere
@@ -73,10 +64,10 @@ def test_curves_plot_loss_left_and_abs_rel_right(tmp_path):
     log = [{"step": s, "loss": 1.0 / s} for s in range(1, 20)] + [{"step": s, "val_abs_rel": 0.5 - s / 100}
                                                                    for s in (5, 10, 15)]
     plot_curves(log, tmp_path / "curves.png")
-    pixels = _png(tmp_path / "curves.png")
+    pixels = png_rgb(tmp_path / "curves.png")
     assert pixels.shape == (320, 900, 3)
-    assert _count(pixels[:, :450], BLUE) > 100 and _count(pixels[:, 450:], BLUE) == 0
-    assert _count(pixels[:, 450:], RED) > 100 and _count(pixels[:, :450], RED) == 0
+    assert count_colour(pixels[:, :450], BLUE) > 100 and count_colour(pixels[:, 450:], BLUE) == 0
+    assert count_colour(pixels[:, 450:], RED) > 100 and count_colour(pixels[:, :450], RED) == 0
 
 
 def test_samples_show_rgb_and_coloured_depth_rows(tmp_path):
@@ -85,11 +76,11 @@ def test_samples_show_rgb_and_coloured_depth_rows(tmp_path):
     gt = torch.linspace(1.0, 4.0, 50).expand(1, 40, 50).clone()
     examples = [({"image": rgb, "depth": gt}, gt[0].numpy() * 1.1)] * 2
     plot_samples(examples, tmp_path / "samples.png", max_depth=10.0)
-    pixels = _png(tmp_path / "samples.png")
+    pixels = png_rgb(tmp_path / "samples.png")
     assert pixels.shape == (2 * 234, 1170, 3)
-    assert _count(pixels, (0, 255, 0)) > 2 * 500  # the RGB panel of both rows
+    assert count_colour(pixels, (0, 255, 0)) > 2 * 500  # the RGB panel of both rows
     depth_colours = colorize_depth(gt[0].numpy(), vmin=0.0, vmax=4.0).reshape(-1, 3)
-    assert _count(pixels, tuple(depth_colours[0])) > 0  # the nearest ground-truth colour is drawn
+    assert count_colour(pixels, tuple(depth_colours[0])) > 0  # the nearest ground-truth colour is drawn
 
 
 @pytest.mark.parametrize("with_gt", [False, True])
@@ -99,10 +90,10 @@ def test_temporal_plot_has_one_panel_or_three(tmp_path, with_gt):
         for r in rows:
             r.update(abs_rel=0.1, scale=1.0 + 0.01 * r["frame"], gt_flicker=0.0, change_error=0.01)
     plot_temporal({"per_frame": rows}, tmp_path / "t.png", title="walk")
-    pixels = _png(tmp_path / "t.png")
+    pixels = png_rgb(tmp_path / "t.png")
     assert pixels.shape == ((550 if with_gt else 300), 700, 3)
-    assert _count(pixels, BLUE) > 50
-    assert (_count(pixels, PURPLE) > 50) == with_gt  # the scale panel only with ground truth
+    assert count_colour(pixels, BLUE) > 50
+    assert (count_colour(pixels, PURPLE) > 50) == with_gt  # the scale panel only with ground truth
 
 
 def test_ablation_plot_has_a_bar_per_variant(tmp_path):
@@ -110,10 +101,10 @@ def test_ablation_plot_has_a_bar_per_variant(tmp_path):
                for i in range(3)]
     results[2].same_as = "v0"
     plot_ablation(results, tmp_path / "ablation.png")
-    pixels = _png(tmp_path / "ablation.png")
+    pixels = png_rgb(tmp_path / "ablation.png")
     assert pixels.shape == (round(100 * (0.45 * 3 + 1.2)), 900, 3)
     grey = (127, 127, 127)  # C7: a variant sharing another's run
-    assert _count(pixels, BLUE) > 4 * _count(pixels, grey) / 3 > 0
+    assert count_colour(pixels, BLUE) > 4 * count_colour(pixels, grey) / 3 > 0
 
 
 def test_mirror_plots(tmp_path):
@@ -123,16 +114,16 @@ def test_mirror_plots(tmp_path):
     maps = [{"depth": depth, "reference_depth": depth * 1.2, "delta": np.abs(np.log(1.2)) * np.ones_like(depth),
              "mean_delta": float(np.log(1.2))}]
     plot_overlays([image], maps, tmp_path / "overlays.png")
-    pixels = _png(tmp_path / "overlays.png")
+    pixels = png_rgb(tmp_path / "overlays.png")
     assert pixels.shape == (round(80 * (2.6 + 0.4)), 960, 3)
-    assert _count(pixels, (0, 0, 255)) > 200
+    assert count_colour(pixels, (0, 0, 255)) > 200
 
     rows = [{"step": s, "prompt_cos": {"p": 0.1 * s}, "q_cos_final": 0.2 * s, "mean_delta": math.nan}
             for s in (1, 2, 3)]
     plot_convergence(rows, tmp_path / "convergence.png", prompts=["p"])
-    pixels = _png(tmp_path / "convergence.png")
+    pixels = png_rgb(tmp_path / "convergence.png")
     assert pixels.shape == (700, 1100, 3)
-    assert _count(pixels, BLUE) > 50
+    assert count_colour(pixels, BLUE) > 50
 
 
 def test_colour_bar_is_drawn_beside_the_depth(tmp_path):

@@ -4,7 +4,7 @@ Chromium is Debian's ``chromium`` package (``make test`` installs it when it can
 Playwright's Python API with ``executable_path``: Playwright's own browser download is not needed.
 The same code makes the README screenshot::
 
-    python tests/test_app_browser.py docs/figures/app.png [--model demo_out/best]
+    python tests/app/test_app_browser.py docs/figures/app.png [--model demo_out/best]
 """
 
 from __future__ import annotations

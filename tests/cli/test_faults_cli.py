@@ -24,7 +24,7 @@ from clip2depth.io.atomic import NAME_MAX, atomic_write_bytes, temporary_name
 from clip2depth.models.model import Clip2Depth
 from clirun import assert_user_error, run_cli
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _image(path: Path, seed: int = 0) -> Path:

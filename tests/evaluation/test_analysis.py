@@ -12,7 +12,6 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from PIL import Image
 
 import clip2depth
 from clip2depth.analysis.mirror import conditioning_maps, expand_checkpoints, nearest_tokens, prompt_similarities
@@ -25,19 +24,11 @@ from clip2depth.evaluation.spatial import boundary_errors, depth_edges, patch_ar
 from clip2depth.evaluation.temporal import analyse_sequence, synthetic_sequence, temporal_metrics
 from clip2depth.models.checkpoint import save_pretrained
 from clip2depth.models.config import PAPER_PROMPT
+from imagefiles import count_colour, png_rgb
 
 BLUE = (31, 119, 180)  # matplotlib's C0
 PURPLE = (148, 103, 189)  # C4
 
-
-def _png(path) -> np.ndarray:
-    with Image.open(path) as img:
-        assert img.format == "PNG"
-        return np.asarray(img.convert("RGB"))
-
-
-def _count(pixels: np.ndarray, colour: tuple[int, int, int]) -> int:
-    return int(np.all(pixels == colour, axis=-1).sum())
 
 
 TINY_RUN = [
@@ -213,8 +204,8 @@ def ablation_dir(tmp_path_factory):
 
 def test_ablate_trains_evaluates_and_reports_each_variant(ablation_dir):
     out, _ = ablation_dir
-    pixels = _png(out / "ablation.png")
-    assert pixels.shape == (round(100 * (0.45 * 2 + 1.2)), 900, 3) and _count(pixels, BLUE) > 0  # 2 bars
+    pixels = png_rgb(out / "ablation.png")
+    assert pixels.shape == (round(100 * (0.45 * 2 + 1.2)), 900, 3) and count_colour(pixels, BLUE) > 0  # 2 bars
     rows = list(csv.DictReader((out / "ablation.csv").open()))
     assert [r["variant"] for r in rows] == ["prompt=mirror", "finetune=1"]
     assert all(r["step"] == "2" and r["complete"] == "True" and r["count"] == "2" for r in rows)
@@ -268,9 +259,9 @@ def test_consistency_synthetic_writes_json_and_plot(tiny_model, tmp_path):
     assert run_command(consistency_cmd, [*argv, "--motion", "0", "--out", str(out)]) == 0
     still = json.loads((out / "consistency.json").read_text())
     assert still["summary"]["flicker"] == 0.0 and still["summary"]["scale_drift"] == 0.0
-    pixels = _png(out / "consistency.png")
+    pixels = png_rgb(out / "consistency.png")
     assert pixels.shape == (550, 700, 3)  # three panels: flicker, AbsRel and scale against the ground truth
-    assert _count(pixels, BLUE) > 0 and _count(pixels, PURPLE) > 0
+    assert count_colour(pixels, BLUE) > 0 and count_colour(pixels, PURPLE) > 0
     assert run_command(consistency_cmd, [*argv, "--out", str(tmp_path / "moving")]) == 0
     moving = json.loads((tmp_path / "moving" / "consistency.json").read_text())
     assert len(moving["per_frame"]) == 3 and moving["summary"]["gt_flicker"] > 0
@@ -288,9 +279,9 @@ def test_inspect_mirror_writes_reports_and_convergence(ablation_dir, tmp_path):
     argv = ["--model", str(run / "last"), "--checkpoints", str(run), "--synthetic", "2", "--synthetic-size", "32", "48",
             "--out", str(report_dir), "--device", "cpu", "--prompts", "a chair"]
     assert run_command(inspect_cmd, argv) == 0
-    assert _png(report_dir / "overlays.png").shape == (round(80 * (2.6 * 2 + 0.4)), 960, 3)  # a row per image
-    convergence = _png(report_dir / "convergence.png")
-    assert convergence.shape == (700, 1100, 3) and _count(convergence, BLUE) > 0
+    assert png_rgb(report_dir / "overlays.png").shape == (round(80 * (2.6 * 2 + 0.4)), 960, 3)  # a row per image
+    convergence = png_rgb(report_dir / "convergence.png")
+    assert convergence.shape == (700, 1100, 3) and count_colour(convergence, BLUE) > 0
     report = json.loads((report_dir / "mirror.json").read_text())
     assert len(report["tokens"]) == 8 and "a chair" in report["prompt_similarity"]
     steps = [r["step"] for r in report["convergence"]]
