@@ -116,3 +116,18 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(saved, monkeypatch):
         model.save_pretrained(str(out))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     clip2depth.create_model(str(out))  # still loads
+
+
+def test_a_run_resumes_from_a_checkpoint_saved_before_train_size_was_recorded(saved):
+    """``train_size`` is the scale images are predicted at, not the weights: resume takes the run's own."""
+    from clip2depth.models.spec import resolve_model
+
+    _, folder = saved
+    path = folder / CONFIG_NAME
+    data = json.loads(path.read_text())
+    del data["model"]["train_size"]  # as written before the field existed: it reads back as 480×640
+    path.write_text(json.dumps(data))
+    spec = resolve_model("tiny", overrides={"train_size": [96, 128]}).with_directory(folder)
+    assert spec.config.train_size == [96, 128]
+    with pytest.raises(clip2depth.CheckpointError, match=r"other settings \(reduce_dim\)"):
+        resolve_model("tiny", overrides={"reduce_dim": 48}).with_directory(folder)

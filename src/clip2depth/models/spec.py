@@ -58,11 +58,16 @@ class ModelSpec:
             CheckpointError: ``directory`` holds another architecture than this spec's config.
         """
         saved = _from_directory(directory, self.name, self.pretrained, {})
-        if self.config is not None and saved.config != self.config:
-            changed = [k for k, v in saved.config.to_dict().items() if v != getattr(self.config, k)]
+        if self.config is None:
+            return dataclasses.replace(saved, overrides=self.overrides)
+        # train_size is the scale images are predicted at, not part of the weights: this spec's (the run's recipe)
+        # holds, so a run saved before the field existed (then read as its default) resumes as well.
+        changed = [k for k, v in saved.config.to_dict().items() if k != "train_size" and v != getattr(self.config, k)]
+        if changed:
             raise CheckpointError(f"{directory} holds a model with other settings ({', '.join(changed)}) than "
                                   f"{self.name} with its overrides; keep the model settings the run was started with")
-        return dataclasses.replace(saved, overrides=self.overrides)
+        return dataclasses.replace(saved, config=saved.config.replace(train_size=self.config.train_size),
+                                   overrides=self.overrides)
 
 
 def resolve_model(name: str | os.PathLike[str], *, pretrained: str | None = None,
