@@ -11,7 +11,7 @@ from PIL import Image
 
 from clip2depth.data.base import read_rgb
 from clip2depth.inference.outputs import OutputOptions
-from clip2depth.inference.run import predict_paths
+from clip2depth.inference.run import PredictOptions, predict_paths
 from clip2depth.io.images import load_image
 from imagefiles import png16_rgb
 
@@ -48,11 +48,13 @@ def test_every_path_feeds_the_model_identical_pixels(name: str, tiny_model, tmp_
     recorder = _Recorder()
     handle = tiny_model.register_forward_pre_hook(recorder)
     try:
+        # native: the pixels as read reach the network unresized (by default all three resize them alike)
         report = predict_paths(tiny_model, [path], out_dir=tmp_path / "out", progress=False,
-                               outputs=OutputOptions(formats=("npy",)))  # fmt: skip
-        tiny_model.infer(path)
+                               outputs=OutputOptions(formats=("npy",)),
+                               options=PredictOptions(native=True))  # fmt: skip
+        tiny_model.infer(path, native=True)
         with Image.open(path) as img:
-            tiny_model.infer(img)
+            tiny_model.infer(img, native=True)
     finally:
         handle.remove()
     dataset = read_rgb(path)
