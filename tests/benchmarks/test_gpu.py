@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import clip2depth  # noqa: E402
-from clip2depth.inference import run as run_module  # noqa: E402
+from clip2depth.inference import steps as steps_module  # noqa: E402
 from clip2depth.training.config import apply_overrides, load_recipe  # noqa: E402
 from clip2depth.training.trainer import train  # noqa: E402
 from clirun import run_cli  # noqa: E402
@@ -98,7 +98,7 @@ def test_cuda_out_of_memory_in_predict_is_a_listed_skip(tmp_path: Path, monkeypa
     (tmp_path / "in").mkdir()
     Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "in" / "small.png")
     Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(tmp_path / "in" / "big.png")
-    real = run_module.predict_batch
+    real = steps_module.predict_batch
     free, _ = torch.cuda.mem_get_info()
 
     def predict_batch(model, images, **kwargs):
@@ -106,7 +106,7 @@ def test_cuda_out_of_memory_in_predict_is_a_listed_skip(tmp_path: Path, monkeypa
             torch.empty(4 * free, dtype=torch.uint8, device="cuda")
         return real(model, images, **kwargs)
 
-    monkeypatch.setattr(run_module, "predict_batch", predict_batch)
+    monkeypatch.setattr(steps_module, "predict_batch", predict_batch)
     result = run_cli("-q", "predict", tmp_path / "in", "--model", "tiny", "--device", "cuda", "--out",
                      tmp_path / "out", "--format", "npy")  # fmt: skip
     assert result.code == 0 and "Traceback" not in result.err, result.err

@@ -24,7 +24,7 @@ from clip2depth.cli.options import (
     positive_int,
 )
 from clip2depth.errors import ConfigError, DataError, is_out_of_memory
-from clip2depth.inference.run import DEFAULT_BATCH_SIZE
+from clip2depth.inference.steps import DEFAULT_BATCH_SIZE
 from clip2depth.io.progress import progress_enabled
 from clirun import assert_user_error, run_cli
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import clip2depth.inference.run as run_module
+import clip2depth.inference.steps as steps_module
 from clirun import assert_user_error, run_cli
 
 
@@ -148,14 +148,14 @@ def test_a_batch_out_of_memory_is_a_listed_skip_and_the_rest_is_written(
     small = _image(tmp_path / "in" / "small.png", 1)
     big = tmp_path / "in" / "big.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(big)
-    real = run_module.predict_batch
+    real = steps_module.predict_batch
 
     def predict_batch(model, images, **kwargs):
         if images[0].shape[-1] > 16:  # the allocator refuses the big image's batch, as a real one would
             raise ALLOCATION_FAILURES[failure]()
         return real(model, images, **kwargs)
 
-    monkeypatch.setattr(run_module, "predict_batch", predict_batch)
+    monkeypatch.setattr(steps_module, "predict_batch", predict_batch)
     result = run_cli("-q", "predict", tmp_path / "in", "--model", model_dir, "--out", tmp_path / "out",
                      "--format", "npy")  # fmt: skip
 
@@ -175,6 +175,6 @@ def test_a_runtime_error_that_is_not_memory_keeps_its_traceback(
     def broken(model, images, **kwargs):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")  # a bug, not the user's input
 
-    monkeypatch.setattr(run_module, "predict_batch", broken)
+    monkeypatch.setattr(steps_module, "predict_batch", broken)
     with pytest.raises(RuntimeError, match="shapes"):
         run_cli("-q", "predict", _image(tmp_path / "a.png"), "--model", model_dir, "--out", tmp_path / "out")

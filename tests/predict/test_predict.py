@@ -171,7 +171,7 @@ def test_max_side_downscales_large_images_and_logs_the_network_size(
     model: clip2depth.Clip2Depth, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     Image.fromarray(_pattern(48, 80, 4)).save(tmp_path / "big.png")
-    caplog.set_level(logging.DEBUG, logger="clip2depth.inference.run")
+    caplog.set_level(logging.DEBUG, logger="clip2depth.inference.steps")
 
     report = predict_paths(model, [tmp_path / "big.png"], out_dir=tmp_path / "out", progress=False,
                            outputs=OutputOptions(formats=("npy",)), options=PredictOptions(max_side=32))  # fmt: skip

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import clip2depth
-import clip2depth.inference.run as run_module
+import clip2depth.inference.steps as steps_module
 from clirun import assert_user_error, run_cli
 from s3server import S3Server
 from scalefixtures import FORMATS, STEMS, assert_same_outputs, make_slow_photos, read_folder, single_thread
@@ -59,13 +59,13 @@ def test_an_images_depth_does_not_depend_on_its_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     sizes: list[int] = []
-    real = run_module.predict_batch
+    real = steps_module.predict_batch
 
     def recorded(model, images, **kwargs):
         sizes.append(len(images))
         return real(model, images, **kwargs)
 
-    monkeypatch.setattr(run_module, "predict_batch", recorded)
+    monkeypatch.setattr(steps_module, "predict_batch", recorded)
     with single_thread():
         eight = _predict(scale_photos, "--model", scale_model_dir, "--out", tmp_path / "batch8", "--batch-size", "8")
     assert eight.code == 0, eight.err

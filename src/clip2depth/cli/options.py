@@ -22,7 +22,7 @@ from typing import Any
 from clip2depth.data.base import LIST_FORMAT
 from clip2depth.data.registry import DATASETS
 from clip2depth.data.synthetic import DEFAULT_SIZE
-from clip2depth.inference.run import DEFAULT_BATCH_SIZE
+from clip2depth.inference.steps import DEFAULT_BATCH_SIZE
 from clip2depth.models.infer import PRECISIONS
 
 Container = argparse._ActionsContainer

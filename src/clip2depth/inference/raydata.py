@@ -5,12 +5,12 @@ driver, in four stages:
 
 1. the plan's jobs become a dataset (``ray.data.from_items``);
 2. read: CPU tasks fetch each input (from storage when it is a URL) and decode it
-   (:func:`~clip2depth.inference.run.read_image`);
+   (:func:`~clip2depth.inference.steps.read_image`);
 3. predict: an actor pool (``--workers`` actors, ``--gpus-per-worker`` GPUs each) that loads the model
    once per actor predicts same-size images together (:class:`DepthPredictor`); a video goes through
    this stage whole, read, predicted and written by one actor
-   (:func:`~clip2depth.inference.run.predict_video`);
-4. write: CPU tasks write each image's outputs (:func:`~clip2depth.inference.run.write_image`), to the
+   (:func:`~clip2depth.inference.steps.predict_video`);
+4. write: CPU tasks write each image's outputs (:func:`~clip2depth.inference.steps.write_image`), to the
    same names as the local engine, and return its record.
 
 Ray retries a task, and restarts an actor, whose worker dies; outputs appear under their final names
@@ -49,7 +49,7 @@ from clip2depth.inference.manifest import record_row, row_record
 from clip2depth.inference.outputs import OutputOptions, output_targets
 from clip2depth.inference.plan import InputRecord, Job, PredictionPlan, PredictReport
 from clip2depth.inference.pointcloud import Intrinsics
-from clip2depth.inference.run import (
+from clip2depth.inference.steps import (
     DEFAULT_BATCH_SIZE,
     LoadedImage,
     PredictOptions,
@@ -222,7 +222,7 @@ class DepthPredictor:
         pretrained: CLIP weights for a preset, as for ``create_model``.
         device: ``auto`` (the actor's GPU when Ray gave it one, else the CPU), ``cpu``, ``cuda``, ...
         batch_size, max_side, size, native, flip_tta, precision: as for
-            :class:`~clip2depth.inference.run.PredictOptions` (none of max_side, size, native: the model's own scale).
+            :class:`~clip2depth.inference.steps.PredictOptions` (none of max_side, size, native: the model's own scale).
         image_column, depth_column: the column names read and written.
     """
 
