@@ -60,8 +60,12 @@ def test_overrides_and_native() -> None:
     assert both.value.params == ("max_side", "native")
     with pytest.raises(ConfigError, match=r"^size and native exclude each other"):
         PredictOptions(size=(64, 64), native=True)
-    with pytest.raises(ConfigError, match=r"^size=\(0, 64\) must be a height and a width"):
-        PredictOptions(size=(0, 64))
+    for bad in ((0, 64), (64,), (64.5, 64), "64x64", (True, 64)):
+        with pytest.raises(ConfigError, match=r"^size=.* must be \(height, width\), two whole numbers") as caught:
+            PredictOptions(size=bad)
+        assert caught.value.params == ("size",)
+    with pytest.raises(ConfigError, match=r"^max_side=1.5 must be a positive whole number"):
+        PredictOptions(max_side=1.5)
 
 
 # --- the whole path on the tiny model ---------------------------------------------------------------

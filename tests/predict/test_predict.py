@@ -237,7 +237,7 @@ def test_format_and_option_checks() -> None:
         OutputOptions(vmin=3, vmax=2)
     with pytest.raises(ConfigError, match=r"^batch_size=0 must be at least 1"):
         PredictOptions(batch_size=0)
-    with pytest.raises(ConfigError, match=r"^max_side=0 must be a positive number of pixels"):
+    with pytest.raises(ConfigError, match=r"^max_side=0 must be a positive whole number of pixels"):
         PredictOptions(max_side=0)
 
 

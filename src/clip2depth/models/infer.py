@@ -85,10 +85,17 @@ def check_scale(*, max_side: int | None = None, size: Sequence[int] | None = Non
     if len(chosen) > 1:
         raise ConfigError(f"{' and '.join(chosen)} exclude each other: choose one way to set the processing size "
                           "(or none, for the model's own scale)", params=tuple(chosen))
-    if max_side is not None and max_side < 1:
-        raise ConfigError(f"max_side={max_side} must be a positive number of pixels", params=("max_side",))
-    if size is not None and (len(size) != 2 or min(size) < 1):
-        raise ConfigError(f"size={tuple(size)} must be a height and a width of at least 1 pixel", params=("size",))
+    if max_side is not None and (not _is_whole(max_side) or max_side < 1):
+        raise ConfigError(f"max_side={max_side!r} must be a positive whole number of pixels", params=("max_side",))
+    if size is not None and (isinstance(size, str) or not isinstance(size, Sequence) or len(size) != 2
+                             or not all(_is_whole(side) and side >= 1 for side in size)):
+        raise ConfigError(f"size={size!r} must be (height, width), two whole numbers of pixels of at least 1",
+                          params=("size",))
+
+
+def _is_whole(value: object) -> bool:
+    """An int (numpy's too), not a bool or a float: a pixel count."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def network_size(
