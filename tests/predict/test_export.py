@@ -108,6 +108,7 @@ def test_metadata_describes_the_graph(exported):
     assert props["preset"] == "tiny" and props["units"] == "metres" and props["precision"] == "fp32"
     assert float(props["max_depth"]) == model.max_depth
     assert int(props["patch_size"]) == model.patch_size
+    assert json.loads(props["train_size"]) == list(model.config.train_size) == [192, 256]
     assert np.allclose(json.loads(props["mean"]), model.image_encoder.mean.flatten().tolist())
     assert np.allclose(json.loads(props["std"]), model.image_encoder.std.flatten().tolist())
     assert "Bx3xHxW RGB in [0, 1]" in props["input"]

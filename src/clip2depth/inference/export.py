@@ -11,7 +11,8 @@ The graph has one input and one output:
 
 The query ``q`` is image-independent, so it is computed once (eval mode) and baked into the graph
 as a constant: the mirror and the whole text encoder are absent from the file. The file's metadata
-(``metadata_props``) records the preset, max depth, patch size, mean/std, input layout and units.
+(``metadata_props``) records the preset, max depth, patch size, the model's own scale (``train_size``),
+mean/std, input layout and units.
 
 Exporter choice. PyTorch has two ONNX exporters. The TorchScript one (``dynamo=False``) is used
 because it needs nothing beyond ``onnx``: the dynamo exporter also needs ``onnxscript``, which the
@@ -181,6 +182,8 @@ def metadata(model: Clip2Depth, *, fp16: bool) -> dict[str, str]:
         "clip_weights": str(model.clip_weights),
         "max_depth": repr(model.max_depth),
         "patch_size": str(model.patch_size),
+        # the model's own scale: resize an image to this pixel count (aspect kept) before the graph, as infer does
+        "train_size": json.dumps(list(model.processing_size)),
         "mean": json.dumps([round(float(v), 8) for v in encoder.mean.flatten()]),
         "std": json.dumps([round(float(v), 8) for v in encoder.std.flatten()]),
         "input": f"{INPUT_NAME}: float32 Bx3xHxW RGB in [0, 1], any H and W (normalised inside the graph)",
