@@ -195,6 +195,9 @@ def test_model_panel_and_banners(model, model_dir):
     assert trained.trainable_parameters == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert "random CLIP weights" in trained.banner
     assert "10 m" in trained.markdown() and f"{trained.trainable_parameters:,}" in trained.markdown()
+    assert trained.processing_size == tuple(model.config.train_size)
+    assert "| processing size | the pixel count of {}×{} (H×W), aspect kept |".format(
+        *model.config.train_size) in trained.markdown()
     preset = describe_model(create_model("tiny"), "tiny")
     assert not preset.trained and "untrained" in preset.banner and "means nothing" in preset.banner
 

@@ -46,6 +46,7 @@ def test_saved_model_has_a_card_with_hub_metadata(tiny_model, tmp_path):
         "trainable_parameters": trainable, "max_depth_m": 10.0,
     }
     assert f"{trainable:,} parameters" in body and "8-row mirror" in body
+    assert "own scale, the pixel count of 192×256 (H×W)" in body  # the tiny preset's train_size
     assert "Not recorded" in body and "None recorded" in body and "random (seeded) weights" in body
     assert 'create_model("path/to/this/folder")' in body
     assert 'torch.hub.load("path/to/clip2depth", "clip2depth", "path/to/this/folder", source="local")' in body

@@ -78,6 +78,8 @@ class ModelInfo:
         trained: whether trained mirror and decoder weights were loaded (False: a bare preset).
         trainable_parameters: parameters training updates (mirror, decoder).
         max_depth: largest depth the decoder can output, metres.
+        processing_size: (H, W) of the model's own scale, whose pixel count images are predicted at by default;
+            None: at their own size.
     """
 
     source: str
@@ -87,6 +89,7 @@ class ModelInfo:
     trained: bool
     trainable_parameters: int
     max_depth: float
+    processing_size: tuple[int, int] | None = None
 
     @property
     def banner(self) -> str | None:
@@ -114,6 +117,8 @@ class ModelInfo:
             ("trained mirror + decoder", "yes" if self.trained else "**no** (untrained preset)"),
             ("trainable parameters", f"{self.trainable_parameters:,}"),
             ("max depth", f"{self.max_depth:g} m"),
+            ("processing size", "each image's own size" if self.processing_size is None else
+             "the pixel count of {}×{} (H×W), aspect kept".format(*self.processing_size)),
         ]
         return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
 
@@ -129,6 +134,7 @@ def describe_model(model: nn.Module, source: str) -> ModelInfo:
         trained=is_model_dir(source) or source.startswith("hf-hub:"),
         trainable_parameters=count_parameters(model)[0],
         max_depth=float(getattr(model, "max_depth", float("nan"))),
+        processing_size=getattr(model, "processing_size", None),
     )
 
 

@@ -116,7 +116,9 @@ def _body(config: ModelConfig, clip_weights: str | None, trainable: int, recipe:
         "made with clip2depth. CLIP's image and text encoders stay frozen "
         f"(open_clip `{config.clip_model}`, CLIP weights {weights}); what was trained, and is stored in "
         f"`model.safetensors`, is {_trained_parts(config)}: {trainable:,} parameters. The output is depth in "
-        f"metres (at most {config.max_depth:g} m) at the input image's size.",
+        f"metres (at most {config.max_depth:g} m) at the input image's size. Images are predicted at the model's "
+        f"own scale, the pixel count of {config.train_size[0]}×{config.train_size[1]} (H×W) with their aspect kept "
+        "(`size=`, `max_side=` or `native=True` of `infer` choose another).",
         "",
         "## Use",
         "",
