@@ -256,6 +256,25 @@ def test_skip_existing_continues_an_interrupted_run(model_dir: Path, photos: Pat
     assert (out / "gray.npy").is_file() and (out / "alpha.png").stat().st_mtime_ns == kept
 
 
+def test_a_rerun_with_nothing_left_to_do_loads_no_model(model_dir: Path, photos: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    args = (str(photos / "gray.png"), "--model", str(model_dir), "--out", str(out), "--format", "npy")
+    assert run_cli(*args).code == 0
+    written = (out / "gray.npy").read_bytes()
+
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("the model was loaded although every input was skipped")
+
+    monkeypatch.setattr("clip2depth.models.factory.create_model", no_model)
+    again = run_cli(*args, "--skip-existing")
+    assert again.code == 0, again.err
+    assert "1 of 1 inputs done (1 already done, skipped); 0 files written" in again.out
+    assert (out / "gray.npy").read_bytes() == written
+    typo = run_cli(args[0], "--model", str(tmp_path / "no-such-model"), *args[3:], "--skip-existing")
+    assert_user_error(typo, "no-such-model")  # the name is still checked
+
+
 def test_png16_states_its_scale_and_colours_follow_vmin_vmax(
     model: clip2depth.Clip2Depth, photos: Path, tmp_path: Path
 ) -> None:

@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from clip2depth.inference.storage import location
     from clip2depth.inference.torchrun import current_shard, gather_records, process_group, shard_device, shard_plan
     from clip2depth.models.factory import create_model, resolve_device
+    from clip2depth.models.spec import resolve_model
 
     # Everything a user can get wrong is checked before the (slow) model load.
     camera = CameraSpec(fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov_deg=args.fov_deg)
@@ -161,8 +162,12 @@ def run(args: argparse.Namespace) -> int:
             report = run_ray(plan, args.model, options, ray_options, pretrained=args.pretrained, device=device,
                              verbose=args.verbose)  # fmt: skip
         else:
-            model = create_model(args.model, pretrained=args.pretrained, device=device)
-            if args.runtime == "onnx":
+            model = None
+            if plan.jobs:
+                model = create_model(args.model, pretrained=args.pretrained, device=device)
+            else:  # every input skipped or refused: the name is checked, nothing is loaded
+                resolve_model(args.model, pretrained=args.pretrained, download=False)
+            if model is not None and args.runtime == "onnx":
                 from clip2depth.inference.export import OnnxRuntimeModel
 
                 model = OnnxRuntimeModel.from_model(model)

@@ -73,7 +73,7 @@ def predict_paths(
 
 
 def run_plan(
-    model: nn.Module, plan: PredictionPlan, options: PredictOptions | None = None, *, progress: bool = True
+    model: nn.Module | None, plan: PredictionPlan, options: PredictOptions | None = None, *, progress: bool = True
 ) -> PredictReport:
     """Predict the plan's jobs and write their outputs.
 
@@ -84,12 +84,18 @@ def run_plan(
 
     Args:
         model: the depth model (on the device to use): anything :func:`~clip2depth.models.infer.predict_depth`
-            runs, e.g. a :class:`~clip2depth.models.model.Clip2Depth`.
+            runs, e.g. a :class:`~clip2depth.models.model.Clip2Depth`; None only for a plan with nothing to
+            predict (every input skipped or refused), which then needs no model loaded.
         progress: show a progress bar on stderr (when it is a terminal; see :mod:`clip2depth.io.progress`).
     """
+    settled = [InputRecord(r.index, r.input, "failed", error=r.reason) for r in plan.refused]
+    settled += [InputRecord(job.index, str(job.path), "skipped") for job in plan.skipped]
+    if not plan.jobs:
+        return PredictReport(plan.matched, sorted(settled, key=lambda r: r.index))
+    if model is None:
+        raise ValueError("run_plan needs a model: the plan has inputs to predict")
     run = _Run(model, plan.outputs, options or PredictOptions())
-    run.records += [InputRecord(r.index, r.input, "failed", error=r.reason) for r in plan.refused]
-    run.records += [InputRecord(job.index, str(job.path), "skipped") for job in plan.skipped]
+    run.records += settled
     with ExitStack() as stack:
         run.bar = stack.enter_context(progress_bar(total=len(plan.jobs), enabled=progress, desc="predict",
                                                    unit="file"))  # fmt: skip
