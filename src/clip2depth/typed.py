@@ -323,7 +323,10 @@ def field_type(cls: type[TypedConfig], key: str) -> tuple[Any, Rule | None]:
     if rest and (typing.get_origin(hint) is dict or hint is dict):
         return Any, None
     if rest:
-        raise FieldError(head, " has no sub-keys")
+        sub = rest.partition(".")[0]
+        hosts = [f"{name}.{rest}" for name, f in fields.items()
+                 if (of := _meta(f)[1]) is not None and sub in _field_names(of)]  # fmt: skip
+        raise FieldError(head, " has no sub-keys" + (f"; did you mean {' or '.join(hosts)}?" if hosts else ""))
     return hint, rule
 
 

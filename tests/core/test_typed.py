@@ -198,11 +198,15 @@ def test_field_type_walks_sections_and_open_mappings():
         ("over.nope", "unknown key 'over.nope'; known: size, ratio"),
         ("over.size.x", "over.size has no sub-keys"),
         ("count.x", "count has no sub-keys"),
+        ("count.size", "count has no sub-keys; did you mean over.size?"),  # the mapping whose keys include it
         ("nope", "unknown key 'nope'; known: name, mode"),
     ]:
         with pytest.raises(FieldError) as info:
             field_type(Outer, key)
         assert str(info.value).startswith(message)
+    with pytest.raises(FieldError) as info:
+        field_type(Outer, "count.x")
+    assert "did you mean" not in str(info.value)  # no field anywhere has that key
 
 
 @pytest.mark.parametrize(("text", "hint", "expected"), [
