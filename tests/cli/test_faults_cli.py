@@ -7,9 +7,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +332,35 @@ def test_unreadable_image_is_a_permission_problem_not_a_corrupt_file(tmp_path, m
     assert_user_error(result, "none of the 1 inputs could be predicted")
     assert f"{image}: no permission to read it (Permission denied); check its permissions" in result.err
     assert "complete image file" not in result.err
+
+
+def test_sigterm_stops_predict_as_ctrl_c_does_and_leaves_no_temporary_file(tmp_path):
+    """A scheduler's SIGTERM mid-run: exit 130 with "interrupted", every finished output whole, nothing hidden
+    left behind, and ``--skip-existing`` completes the rest."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(photos / f"p{i:02d}.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "clip2depth", "-q", "predict", photos, "--model", "tiny", "--out", out,
+               "--format", "png16,npy", "--native", "--batch-size", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(list(map(str, command)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not len(list(out.glob("*.npy"))) >= 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (proc.returncode, err)
+    finished = sorted(out.glob("*.npy"))
+    assert 2 <= len(finished) < 40, "SIGTERM did not land mid-run"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    for npy in finished:
+        assert np.load(npy).shape == (96, 128)  # whole files only
+    again = subprocess.run(list(map(str, [*command, "--skip-existing"])), env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert len(list(out.glob("*.npy"))) == 40

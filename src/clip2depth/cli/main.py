@@ -1,7 +1,7 @@
 """The ``clip2depth`` command line: one subcommand module per task (see ``clip2depth.cli``).
 
 Exit status: 0 success; 1 any error a user can cause (bad flag, missing or corrupt file, wrong
-checkpoint, full disk), printed as one ``error:`` line; 130 interrupted by Ctrl-C.
+checkpoint, full disk), printed as one ``error:`` line; 130 interrupted by Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ import io
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
-from typing import NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from clip2depth import __version__
 from clip2depth.errors import Clip2DepthError, ConfigError, is_out_of_memory
@@ -62,7 +66,7 @@ def build_parser() -> tuple[ArgumentParser, dict]:
         prog="clip2depth",
         description="Metric depth from a frozen CLIP (CLIP2Depth): train, evaluate, predict, export.",
         epilog="'clip2depth COMMAND --help' documents each command. "
-               "Exit status: 0 success, 1 an error you can fix (one 'error:' line), 130 interrupted.",
+               "Exit status: 0 success, 1 an error you can fix (one 'error:' line), 130 interrupted (Ctrl-C, SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"clip2depth {__version__}")
     _add_verbosity(parser, default=False)
@@ -194,10 +198,31 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``clip2depth ARGV``; returns the exit status (0, 1 or 130, see the module docstring)."""
     progress_before = progress_enabled()
     try:
-        return _run(argv)
+        with _sigterm_as_interrupt():
+            return _run(argv)
     finally:  # leave the process as it was for code that calls main() in-process (tests, notebooks)
         logging.captureWarnings(False)
         set_progress(progress_before)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a job scheduler, torchrun, ``kill``) stops a command as Ctrl-C does: temporary files are removed,
+    "interrupted" is printed and the exit status is 130. Only where nobody else handles SIGTERM, in the main
+    thread (training installs its own handler, which finishes the step and saves first)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:  # fmt: skip
+        yield
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run(argv: list[str] | None) -> int:
