@@ -158,6 +158,19 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("batch_ranks_share_a_slice", "training/datasets.py",
            "chunk[self.rank * self.local : (self.rank + 1) * self.local]", "chunk[: self.local]",
            ("tests/model/test_batching.py",), "every data-parallel rank trains on the same slice of a batch"),
+    # --- the model's own scale (docs/predict.md#processing-size)
+    Mutant("scale_by_longer_side", "models/infer.py",
+           "scale = math.sqrt(model_size[0] * model_size[1] / (h * w))",
+           "scale = max(model_size) / max(h, w)",
+           ("tests/model/test_processing_scale.py",),
+           "the model's scale matched by the longer side, not the pixel count"),
+    Mutant("scale_never_up", "models/infer.py",
+           "scale = math.sqrt(model_size[0] * model_size[1] / (h * w))",
+           "scale = min(1.0, math.sqrt(model_size[0] * model_size[1] / (h * w)))",
+           ("tests/model/test_processing_scale.py",), "small images kept at their size instead of scaled up"),
+    Mutant("max_side_enlarges", "models/infer.py",
+           "scale = min(1.0, max_side / max(h, w))", "scale = max_side / max(h, w)",
+           ("tests/model/test_processing_scale.py",), "--max-side scales small images up too"),
 )
 
 
