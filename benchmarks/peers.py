@@ -80,10 +80,13 @@ import torch.nn.functional as F
 from speed import (
     RssPeakMemory,
     _load_average,
+    _mib,
     _quiet_random_weight_warnings,
     device_description,
+    median_ratio,
     profile_table,
     silog_loss,
+    synchronize,
     update_report,
 )
 from torch import nn
@@ -339,11 +342,6 @@ def forwarded_flags(args: argparse.Namespace) -> list[str]:
 # ------------------------------------------------------------------------------------------ timing
 
 
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def clock(args: argparse.Namespace) -> tuple[Callable[[], float], str]:
     """The timer and its description: on one CPU thread the process's CPU time (the work itself, which other
     processes on a shared CPU do not inflate by descheduling it), else wall time."""
@@ -361,18 +359,13 @@ def interleaved(calls: dict[str, Callable[[], object]], *, repeats: int, warmup:
     times: dict[str, list[float]] = {key: [] for key in calls}
     for round_ in range(repeats):
         for key, call in calls.items():
-            synchronize(device)
+            synchronize(torch.device(device))
             t0 = timer()
             call()
-            synchronize(device)
+            synchronize(torch.device(device))
             times[key].append(timer() - t0)
         logger.info("  round %d/%d: %s", round_ + 1, repeats, ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
     return times
-
-
-def ratio(times: list[float], reference: list[float]) -> float:
-    """Median over rounds of ``times / reference`` of the same round."""
-    return statistics.median(t / r for t, r in zip(times, reference, strict=True))
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -434,7 +427,7 @@ def run_inference(args: argparse.Namespace) -> tuple[list[InferenceRow], dict]:
     for row in rows:
         row.times = times[row.name]
     for row in rows:
-        row.ratio = ratio(row.times, ours.times)
+        row.ratio = median_ratio(row.times, ours.times)
     profiles = {}
     da_small = rows[3]
     if ours.seconds > INFERENCE_GOAL * da_small.seconds and not args.quick:
@@ -473,7 +466,7 @@ def run_training(args: argparse.Namespace) -> tuple[list[TrainRow], dict[str, st
     rows = [TrainRow(key, c.trained, c.crop, times[key], losses[key],
                      forward_flops(c.step) / 1e9) for key, c in cases.items()]  # fmt: skip
     for row in rows:
-        row.ratio = ratio(row.times, times["da_full"])
+        row.ratio = median_ratio(row.times, times["da_full"])
     profiles = {}
     if rows[0].ratio > TRAIN_TIME_GOAL and not args.quick:
         profiles["train"] = profile_table(cases["ours"].step, torch.device(args.device))
@@ -485,10 +478,6 @@ def run_training(args: argparse.Namespace) -> tuple[list[TrainRow], dict[str, st
 
 def _m(n: int) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e4 else f"{n:,}"
-
-
-def _mib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 2**20:,.0f}"
 
 
 def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, train: list[TrainRow],
@@ -543,7 +532,7 @@ def render(args: argparse.Namespace, rows: list[InferenceRow], extra: dict, trai
                      f"{r.seconds:.4g} | {r.ratio:.2f} | {_mib(mem.get('process_bytes'))} | "
                      f"{mem_ratio} | {_mib(mem.get('step_bytes'))} |")  # fmt: skip
     lines += ["", "Goals for the paper model:", ""]
-    inference_ratio = ratio(ours.times, da_small.times)
+    inference_ratio = median_ratio(ours.times, da_small.times)
     train_ratio = train[0].ratio
     ours_mem = (train[0].memory or {}).get("process_bytes")
     memory_ratio = ours_mem / da_memory if ours_mem and da_memory else None

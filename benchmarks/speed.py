@@ -236,9 +236,15 @@ def measure(cases: dict[str, Case], *, device: torch.device, meter: PeakMemory, 
     }
 
 
+def median_ratio(times: list[float], reference: list[float]) -> float:
+    """Median over rounds of ``times / reference`` of the same round (robust to load drift): every benchmark's
+    ratio between two interleaved cases."""
+    return statistics.median(t / r for t, r in zip(times, reference, strict=True))
+
+
 def paired_ratio(case: Measurement, reference: Measurement) -> float:
-    """Median over rounds of ``case / reference`` timed in the same round (robust to load drift)."""
-    return statistics.median(c / r for c, r in zip(case.times_s, reference.times_s, strict=True))
+    """:func:`median_ratio` of two measured cases."""
+    return median_ratio(case.times_s, reference.times_s)
 
 
 def profile_table(fn: Callable[[], object], device: torch.device) -> str:

@@ -37,7 +37,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from speed import _load_average, _quiet_random_weight_warnings, device_description, profile_table, update_report
+from speed import (
+    _load_average,
+    _quiet_random_weight_warnings,
+    device_description,
+    median_ratio,
+    profile_table,
+    update_report,
+)
 
 import clip2depth
 from clip2depth.models import image_encoder
@@ -146,10 +153,6 @@ ADOPTED = {
 }  # fmt: skip
 
 
-def _ratio(times: list[float], reference: list[float]) -> float:
-    return statistics.median(a / b for a, b in zip(times, reference, strict=True))
-
-
 def render(args: argparse.Namespace, times: dict, cpu: dict, deviation: dict, notes: dict,
            load: tuple[str, str]) -> str:
     _, device = device_description(torch.device("cpu"), False)
@@ -172,7 +175,8 @@ def render(args: argparse.Namespace, times: dict, cpu: dict, deviation: dict, no
     ]
     for name in times:
         key = "threads" if name.startswith("threads") else name
-        r = _ratio(times[name], times[ref_name]) if key == "threads" else _ratio(cpu[name], cpu[ref_name])
+        clock = times if key == "threads" else cpu  # more threads spend more CPU time: judge them by wall time
+        r = median_ratio(clock[name], clock[ref_name])
         faster = r < 1.0 and deviation[name] <= TOLERANCE
         verdict = f"{'faster' if r < 1 else 'slower'} ({r:.2f}), deviation {deviation[name]:.1e}"
         if name == ref_name:
@@ -184,8 +188,9 @@ def render(args: argparse.Namespace, times: dict, cpu: dict, deviation: dict, no
             payback = f"{notes['compile_s'] / saved:.0f}" if saved > 0 else "no number of"
             decision = ADOPTED[key].format(verdict=verdict, payback=payback)
         elif key == "onnx":
-            decision = ADOPTED[key].format(verdict=f"{verdict}, {_ratio(cpu[name], cpu['sdpa']):.2f}× the CPU time "
-                                                   "of the adopted `sdpa` path")  # fmt: skip
+            against_sdpa = median_ratio(cpu[name], cpu["sdpa"])
+            decision = ADOPTED[key].format(verdict=f"{verdict}, {against_sdpa:.2f}× the CPU time of the adopted "
+                                                   "`sdpa` path")  # fmt: skip
         else:
             decision = ADOPTED[key].format(verdict=verdict)
         note = f" ({notes[key]})" if key in notes else ""
