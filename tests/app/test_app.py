@@ -36,14 +36,6 @@ from plyread import load_ply  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny") / "best"
-    create_model("tiny").save_pretrained(str(directory))
-    return directory
-
-
-@pytest.fixture(scope="module")
 def model(model_dir):
     return create_model(str(model_dir))
 

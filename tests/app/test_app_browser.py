@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("gradio", reason="the web app needs the app extra: pip install 'clip2depth[app]'")
@@ -131,16 +130,8 @@ def download_png16(page, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("model") / "best"
-    create_model("tiny").save_pretrained(str(directory))
-    return directory
-
-
-@pytest.fixture(scope="module")
-def app_url(app_model_dir):
-    with serve(str(app_model_dir)) as url:
+def app_url(model_dir):
+    with serve(str(model_dir)) as url:
         yield url
 
 
@@ -160,7 +151,7 @@ def _photo(path: Path, size: tuple[int, int] = (150, 100)) -> Path:
     return path
 
 
-def test_browser_upload_shows_depth_3d_view_and_downloads_png16(app_url, app_model_dir, chromium, tmp_path):
+def test_browser_upload_shows_depth_3d_view_and_downloads_png16(app_url, model_dir, chromium, tmp_path):
     photo = _photo(tmp_path / "photo.png", size=(150, 100))
     with browser_page(chromium) as page:
         colour = estimate_depth(page, app_url, photo)
@@ -172,7 +163,7 @@ def test_browser_upload_shows_depth_3d_view_and_downloads_png16(app_url, app_mod
         png16 = download_png16(page, tmp_path / "downloaded.png")
         with Image.open(png16) as image:
             assert image.size == (150, 100) and image.mode.startswith("I;16")
-        expected = create_model(str(app_model_dir)).infer(photo)  # what the library says for this photo
+        expected = create_model(str(model_dir)).infer(photo)  # what the library says for this photo
         np.testing.assert_allclose(load_depth_png16(png16), expected, atol=0.5e-3 + 1e-5)  # millimetres, rounded
 
         box = page.locator("#depth-image img").first.bounding_box()
