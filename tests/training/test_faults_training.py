@@ -99,6 +99,7 @@ def run_copy(finished_run, tmp_path) -> Path:
         ("augment=[1, 2]", ["augment is a section"]),
         ("train.nope=1", ["unknown key 'train.nope'; known: epochs"]),
         ("train.lr.x=1", ["train.lr has no sub-keys"]),
+        ("model.mirror_length=0", ["model has no sub-keys; did you mean model_overrides.mirror_length?"]),
         ("nope.lr=1", ["unknown key 'nope'"]),
         ("train.lr", ["expected KEY=VALUE"]),
         ("model_overrides.mirror_length=many", ["model_overrides.mirror_length='many'", "an integer >= 1"]),
