@@ -105,7 +105,7 @@ def build_tries(model: clip2depth.Clip2Depth, x: torch.Tensor, args: argparse.Na
     for n in args.threads_tried:
         tries[f"threads {n}"] = with_threads(n, reference)
     try:
-        from clip2depth.inference.export import OnnxRuntimeModel
+        from clip2depth.inference.onnx_runtime import OnnxRuntimeModel
 
         start = time.perf_counter()
         runtime = OnnxRuntimeModel.from_model(model, threads=args.threads)

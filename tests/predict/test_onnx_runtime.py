@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import clip2depth
-from clip2depth.inference.export import OnnxRuntimeModel
+from clip2depth.inference.onnx_runtime import OnnxRuntimeModel
 from clip2depth.models.infer import predict_batch
 from clirun import assert_user_error, run_cli
 

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if manifest is not None:
         check_manifest_path(manifest)
     if args.runtime == "onnx":
-        from clip2depth.inference.export import check_onnx_runtime
+        from clip2depth.inference.onnx_runtime import check_onnx_runtime
 
         check_onnx_runtime(device="cpu" if args.device == "auto" else args.device, precision=args.precision,
                            engine=args.engine)  # fmt: skip
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             else:  # every input skipped or refused: the name is checked, nothing is loaded
                 resolve_model(args.model, pretrained=args.pretrained, download=False)
             if model is not None and args.runtime == "onnx":
-                from clip2depth.inference.export import OnnxRuntimeModel
+                from clip2depth.inference.onnx_runtime import OnnxRuntimeModel
 
                 model = OnnxRuntimeModel.from_model(model)
             report = run_plan(model, plan if shard is None else shard_plan(plan, shard), options)
