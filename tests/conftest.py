@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import collections
 import logging
+import shutil
 import sys
 
 import pytest
@@ -61,7 +63,19 @@ def siglip2_stand_in(monkeypatch):
 
 
 @pytest.fixture
-def nyu_host(tmp_path):
+def ample_disk(monkeypatch):
+    """1 TB free on every disk, as ``shutil.disk_usage`` reports it.
+
+    ``data get`` checks free space against the real archives' sizes (64 GB for NYU's sync.zip), not the small
+    look-alikes the tests serve, so without this a download test's outcome would depend on the machine's disk.
+    A test about a full disk sets its own ``disk_usage`` after this one.
+    """
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2 * 10**12, 10**12, 10**12))
+
+
+@pytest.fixture
+def nyu_host(tmp_path, ample_disk):
     """A local HTTP host serving look-alike NYU files at their mirror paths, and the CLI flags naming the
     split lists and splits.mat that match them (dataset download and reproduce tests)."""
     from fakedata import nyu_labeled_mat, nyu_sync_zip
